@@ -1,0 +1,161 @@
+// DeviceBackend: one PCI device, in the terms of Linux VFIO.
+//
+// The device model (daemon/pci) drives a device only through this interface. Two
+// implementations exist: daemon/vfio (the kernel's vfio-pci) and daemon/sim (software devices
+// with the same observable behaviour). The semantics are the kernel's, so that a test that
+// passes on one passes on the other:
+//   - Regions are numbered as VFIO_PCI_*_REGION_INDEX (BAR0..BAR5 = 0..5, ROM = 6, CONFIG = 7,
+//     VGA = 8, device-specific regions after). Config space is region 7.
+//   - Region accesses are split into naturally aligned 4/2/1-byte device accesses, as vfio-pci
+//     does on Linux 6.1 (no 8-byte accesses).
+//   - BAR accesses while memory (or I/O) decode is off in the command register fail with EIO.
+//   - SET_IRQS follows VFIO_DEVICE_SET_IRQS: INTx is level-triggered and automasked after each
+//     trigger; MSI/MSI-X vectors cannot be masked (UNIMPLEMENTED, the kernel's ENOTTY).
+//   - DMA map/unmap follow VFIO_IOMMU_MAP_DMA/UNMAP_DMA on a Type1v2 container.
+//
+// Backends validate what the kernel validates and return the kernel's error; the device model
+// validates every client value before it gets here, so a backend error on a client value is a
+// bug upstream, never a crash here.
+//
+// Thread-safety: every method may be called from any thread, concurrently. Info() is immutable.
+#ifndef VFIOD_DAEMON_BACKEND_DEVICE_BACKEND_H_
+#define VFIOD_DAEMON_BACKEND_DEVICE_BACKEND_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "daemon/base/event_fd.h"
+
+namespace vfiod {
+
+// VFIO's fixed PCI region and IRQ numbering (linux/vfio.h), restated as plain constants so that
+// users of this header need not include kernel headers; vfio_backend.cc static_asserts they
+// match.
+inline constexpr uint32_t kBar0RegionIndex = 0;
+inline constexpr uint32_t kBar5RegionIndex = 5;
+inline constexpr uint32_t kRomRegionIndex = 6;
+inline constexpr uint32_t kConfigRegionIndex = 7;
+inline constexpr uint32_t kVgaRegionIndex = 8;
+inline constexpr uint32_t kNumPciRegions = 9;
+
+enum class IrqIndex : uint32_t { kIntx = 0, kMsi = 1, kMsix = 2, kErr = 3, kReq = 4 };
+inline constexpr uint32_t kNumPciIrqIndexes = 5;
+
+struct SparseMmapArea {
+  uint64_t offset = 0;
+  uint64_t size = 0;
+};
+
+struct RegionInfo {
+  uint32_t index = 0;
+  uint64_t size = 0;  // 0: the region is not implemented
+  bool readable = false;
+  bool writable = false;
+  bool mmappable = false;
+  std::vector<SparseMmapArea> sparse_mmap;  // VFIO_REGION_INFO_CAP_SPARSE_MMAP
+  std::optional<uint32_t> type;             // VFIO_REGION_INFO_CAP_TYPE
+  std::optional<uint32_t> subtype;
+  bool msix_mappable = false;  // VFIO_REGION_INFO_CAP_MSIX_MAPPABLE
+};
+
+struct IrqInfo {
+  IrqIndex index = IrqIndex::kIntx;
+  uint32_t count = 0;  // 0: the index does not exist on this device
+  bool eventfd = false;
+  bool maskable = false;
+  bool automasked = false;
+  bool noresize = false;
+};
+
+struct IovaRange {
+  uint64_t start = 0;
+  uint64_t last = 0;  // inclusive
+};
+
+struct IommuInfo {
+  uint64_t page_size_bitmap = 0;  // bit n set: 2^n-byte IOMMU pages are supported
+  std::vector<IovaRange> usable_ranges;
+  uint32_t dma_mappings_available = 0;  // VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL at setup
+};
+
+// Everything immutable about the device, queried once before serving.
+struct BackendInfo {
+  std::string kind;  // "vfio" or "sim"
+  std::string name;  // "0000:00:03.0" or "sim:edu"
+  bool reset_supported = false;  // VFIO_DEVICE_FLAGS_RESET
+  uint32_t raw_flags = 0;        // vfio_device_info.flags
+  std::vector<RegionInfo> regions;  // index i at position i
+  std::vector<IrqInfo> irqs;        // index i at position i (kNumPciIrqIndexes entries)
+  IommuInfo iommu;
+};
+
+enum class IrqAction { kTrigger, kMask, kUnmask };
+
+// One VFIO_DEVICE_SET_IRQS call. Exactly one of the data forms applies:
+//  - none: `bools` and `eventfds` both empty and count may be 0 (TRIGGER, count 0: disable).
+//  - bools: one value per vector in [start, start + count).
+//  - eventfds: one entry per vector; nullptr tears that vector's eventfd down (the kernel's -1).
+//    The backend does not take ownership: the kernel takes its own reference, and the simulated
+//    device duplicates the fd. With kUnmask on INTx, the single eventfd is the unmask
+//    (resample) eventfd.
+struct IrqSet {
+  enum class Data { kNone, kBool, kEventfd };
+  IrqIndex index = IrqIndex::kIntx;
+  uint32_t start = 0;
+  uint32_t count = 0;
+  IrqAction action = IrqAction::kTrigger;
+  Data data = Data::kNone;
+  std::vector<bool> bools;
+  std::vector<const EventFd*> eventfds;
+};
+
+// One VFIO_IOMMU_MAP_DMA: `size` bytes of this process's memory at `host_address` become
+// visible to the device at `iova`. The caller keeps the memory mapped until the range is
+// unmapped.
+struct DmaMap {
+  uint64_t iova = 0;
+  uint64_t size = 0;
+  void* host_address = nullptr;
+  bool device_read = false;
+  bool device_write = false;
+};
+
+// What a simulated device observed; zero for the kernel backend, which cannot see these.
+struct BackendCounters {
+  uint64_t dma_faults = 0;  // device DMA to an unmapped or forbidden IOVA (blocked, not done)
+  uint64_t interrupts = 0;  // interrupts the device raised
+};
+
+class DeviceBackend {
+ public:
+  virtual ~DeviceBackend() = default;
+
+  virtual const BackendInfo& Info() const = 0;
+
+  // Reads/writes `data.size()` bytes of region `index` at `offset`, as the kernel's region
+  // read/write would (split into 4/2/1-byte device accesses). OUT_OF_RANGE beyond the region;
+  // PERMISSION_DENIED when the region lacks the read/write flag; FAILED_PRECONDITION (EIO) for
+  // a BAR whose decode is disabled.
+  virtual absl::Status ReadRegion(uint32_t index, uint64_t offset, absl::Span<uint8_t> data) = 0;
+  virtual absl::Status WriteRegion(uint32_t index, uint64_t offset,
+                                   absl::Span<const uint8_t> data) = 0;
+
+  virtual absl::Status SetIrqs(const IrqSet& set) = 0;
+
+  virtual absl::Status MapDma(const DmaMap& map) = 0;
+  // Unmaps exactly the mapping(s) in [iova, iova + size); must not split a mapping.
+  virtual absl::Status UnmapDma(uint64_t iova, uint64_t size) = 0;
+
+  // VFIO_DEVICE_RESET. FAILED_PRECONDITION when Info().reset_supported is false.
+  virtual absl::Status Reset() = 0;
+
+  virtual BackendCounters Counters() const { return {}; }
+};
+
+}  // namespace vfiod
+
+#endif  // VFIOD_DAEMON_BACKEND_DEVICE_BACKEND_H_

@@ -1,0 +1,197 @@
+// PciDevice: the device model. PCI semantics and all client-value validation on top of a
+// DeviceBackend; the only way the service layer touches a device.
+//
+// Every method validates its arguments completely (checked arithmetic, natural alignment,
+// region bounds and flags, IOMMU rules) before anything reaches the backend, returns a status
+// whose message names the operation and the offending value, and leaves the state unchanged
+// when it fails. It never CHECKs, asserts or aborts on an argument.
+//
+// Owner-scoped resources (registered memory, DMA mappings, IRQ triggers) are released together
+// by ReleaseOwnerResources() when the owner goes away.
+//
+// Thread-safety: all methods are thread-safe. Mutating calls are serialised internally; reads
+// of config space and regions run concurrently with each other.
+#ifndef VFIOD_DAEMON_PCI_PCI_DEVICE_H_
+#define VFIOD_DAEMON_PCI_PCI_DEVICE_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "daemon/backend/device_backend.h"
+#include "daemon/base/event_fd.h"
+#include "daemon/base/unique_fd.h"
+
+namespace vfiod {
+
+struct Bar {
+  enum class Kind { kMemory, kIo, kRom };
+  Kind kind = Kind::kMemory;
+  bool is_64bit = false;
+  bool prefetchable = false;
+  uint64_t size = 0;
+  uint64_t address = 0;
+};
+
+struct Capability {
+  uint16_t id = 0;
+  uint16_t offset = 0;
+  uint8_t version = 0;  // extended capabilities only
+  std::string name;     // "MSI", "MSI-X", "Express", "Power Management", "AER", ...
+};
+
+struct DeviceDescription {
+  BackendInfo backend;
+  uint16_t vendor_id = 0;
+  uint16_t device_id = 0;
+  uint16_t subsystem_vendor_id = 0;
+  uint16_t subsystem_id = 0;
+  uint32_t class_code = 0;  // 24 bits
+  uint8_t revision = 0;
+  uint8_t header_type = 0;
+  uint32_t config_size = 0;                    // the config region's size (256 or 4096)
+  std::array<std::optional<Bar>, 7> bars;      // BAR0..BAR5, ROM; empty: not implemented
+  std::vector<Capability> capabilities;        // chain order; a looping chain is cut
+  std::vector<Capability> extended_capabilities;
+};
+
+struct DeviceLimits {
+  uint64_t max_memory_bytes = uint64_t{16} << 30;  // all registered memory together
+  uint32_t max_memory_regions = 64;
+  uint32_t max_dma_mappings = 4096;  // also capped by the IOMMU's dma_mappings_available
+  uint32_t max_region_access_bytes = 64 * 1024;
+  uint32_t max_irq_watchers = 8;
+};
+
+struct MemoryInfo {
+  uint64_t id = 0;
+  uint64_t size = 0;
+  uint32_t mappings = 0;
+};
+
+struct DmaMapRequest {
+  uint64_t iova = 0;
+  uint64_t size = 0;
+  uint64_t memory_id = 0;
+  uint64_t offset = 0;
+  bool device_read = false;
+  bool device_write = false;
+};
+
+struct UnmapResult {
+  uint64_t bytes = 0;
+  uint32_t mappings = 0;
+};
+
+// A SET_IRQS request as the service decoded it; the eventfds are owned (already checked to be
+// eventfds by EventFd::Adopt).
+struct IrqRequest {
+  enum class Data { kNone, kBool, kEventfd, kWatch };
+  IrqIndex index = IrqIndex::kIntx;
+  uint32_t start = 0;
+  uint32_t count = 0;
+  IrqAction action = IrqAction::kTrigger;
+  Data data = Data::kNone;
+  std::vector<bool> bools;                      // kBool: exactly `count` values
+  std::vector<std::optional<EventFd>> eventfds;  // kEventfd: exactly `count`; nullopt = remove
+};
+
+struct IrqVectorState {
+  enum class Trigger { kNone, kClientEventfd, kWatch };
+  uint32_t vector = 0;
+  Trigger trigger = Trigger::kNone;
+  bool masked = false;
+  bool unmask_eventfd = false;
+  uint64_t delivered = 0;
+};
+
+struct IrqIndexState {
+  IrqIndex index = IrqIndex::kIntx;
+  bool enabled = false;
+  std::vector<IrqVectorState> vectors;  // every vector the index has
+};
+
+struct IrqEvent {
+  IrqIndex index = IrqIndex::kIntx;
+  uint32_t vector = 0;
+  uint64_t count = 0;
+  uint64_t timestamp_ns = 0;  // CLOCK_MONOTONIC
+};
+
+// A WatchIrqs subscriber's queue. Thread-safe. Events are queued from the moment of
+// subscription; a subscriber that falls more than 1024 events behind loses the oldest.
+class IrqSubscription {
+ public:
+  virtual ~IrqSubscription() = default;
+  // Blocks until an event is queued (returns it), `deadline` passes or the subscription is
+  // closed (both return nullopt; closed() tells which).
+  virtual std::optional<IrqEvent> Next(absl::Time deadline) = 0;
+  virtual bool closed() const = 0;
+};
+
+struct DeviceSnapshot {
+  std::vector<MemoryInfo> memory;
+  std::vector<DmaMapRequest> mappings;  // sorted by iova
+  std::vector<IrqIndexState> irqs;
+  BackendCounters counters;
+};
+
+class PciDevice {
+ public:
+  // Queries the backend, decodes the BARs by sizing them in config space (and restores them)
+  // and walks the capability lists.
+  static absl::StatusOr<std::unique_ptr<PciDevice>> Create(std::unique_ptr<DeviceBackend> backend,
+                                                           const DeviceLimits& limits);
+  ~PciDevice();
+
+  const DeviceDescription& description() const;
+  const DeviceLimits& limits() const;
+
+  // Config space; size 1, 2 or 4, offset naturally aligned and inside config_size.
+  absl::StatusOr<uint32_t> ReadConfig(uint32_t offset, uint32_t size);
+  absl::Status WriteConfig(uint32_t offset, uint32_t size, uint32_t value);
+  // Dword-aligned bulk read; length 0 = to the end.
+  absl::StatusOr<std::vector<uint8_t>> DumpConfig(uint32_t offset, uint32_t length);
+
+  // Regions other than config: bounds, flags and size limit checked.
+  absl::StatusOr<std::vector<uint8_t>> ReadRegion(uint32_t index, uint64_t offset, uint64_t size);
+  absl::Status WriteRegion(uint32_t index, uint64_t offset, absl::Span<const uint8_t> data);
+
+  // Maps `fd` (shared, read/write) and keeps it until unregistered. `size` 0 = the file's size.
+  // The fd must be a regular file or memfd sealed with F_SEAL_SHRINK. `fd` is closed either way.
+  absl::StatusOr<MemoryInfo> RegisterMemory(UniqueFd fd, uint64_t size);
+  // FAILED_PRECONDITION while any DMA mapping uses the memory.
+  absl::Status UnregisterMemory(uint64_t memory_id);
+
+  absl::Status MapDma(const DmaMapRequest& request);
+  absl::StatusOr<UnmapResult> UnmapDma(uint64_t iova, uint64_t size);
+
+  absl::Status SetIrqs(IrqRequest request);
+  // RESOURCE_EXHAUSTED beyond max_irq_watchers live subscriptions. `indexes` empty = all.
+  absl::StatusOr<std::shared_ptr<IrqSubscription>> WatchIrqs(std::vector<IrqIndex> indexes);
+
+  absl::Status Reset();
+
+  DeviceSnapshot Snapshot() const;
+
+  // Owner loss: disables every IRQ index, unmaps every DMA mapping, unregisters all memory,
+  // clears bus mastering in the command register. Never fails half-way: each step is attempted
+  // and failures are logged.
+  void ReleaseOwnerResources();
+
+ private:
+  PciDevice();
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace vfiod
+
+#endif  // VFIOD_DAEMON_PCI_PCI_DEVICE_H_

@@ -1,0 +1,118 @@
+// Transport: how clients reach vfiod. Owns every socket; hands gRPC connections to a
+// grpc::Server that has no listening port of its own; runs the fd channel.
+//
+// Two ways in, usable together:
+//  - listen mode: a UNIX stream socket at `listen_path` for gRPC and a SOCK_SEQPACKET socket at
+//    `listen_path + ".fds"` for the fd channel. Both are created with `socket_mode`; a stale
+//    socket file (nothing accepts on it) is replaced, a live one is refused (ALREADY_EXISTS).
+//    Every accepted connection's SO_PEERCRED uid must be in `allowed_uids`, or it is closed
+//    before gRPC sees a byte.
+//  - spawn mode: a connected stream socket inherited from the VMM (`spawn_connection`), whose
+//    peer is the owner, and optionally a connected seqpacket socket for its fd channel
+//    (`spawn_fd_channel`), bound to that connection from the start.
+//
+// Connections get a ConnectionId, never reused. gRPC identifies a call's connection only by
+// ServerContext::peer() ("fd:N"); ConnectionForPeer() maps it back. The transport keeps a
+// duplicate of each connection fd and watches it for the peer's hang-up, so connection loss is
+// reported directly (OnConnectionClosed), and a stale entry for fd number N is always closed
+// before a new connection with number N is registered.
+//
+// Fd channels: on connect the daemon sends FdChannelHello with a fresh random key; each
+// FdChannelSend batch (1..kFdChannelMaxFdsPerMessage fds) is passed to OnFdsReceived and its
+// tokens (or error) are sent back. Malformed messages get an error reply and all their fds are
+// closed. See proto/vfiod/v1/fd_channel.h.
+//
+// Threading: Create() binds the sockets and starts nothing (call it before the jail). Start()
+// starts one event thread running an epoll loop; all TransportEvents callbacks are made from
+// that thread, one at a time. ConnectionForPeer() is thread-safe. Shutdown() stops the thread
+// and closes every socket the transport still owns; it is idempotent and the destructor calls
+// it.
+#ifndef VFIOD_DAEMON_TRANSPORT_TRANSPORT_H_
+#define VFIOD_DAEMON_TRANSPORT_TRANSPORT_H_
+
+#include <sys/types.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "daemon/base/unique_fd.h"
+#include "proto/vfiod/v1/fd_channel.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace vfiod {
+
+using ConnectionId = uint64_t;
+using FdChannelId = uint64_t;
+using FdChannelKey = std::array<uint8_t, v1::kFdChannelKeyBytes>;
+using FdTokenBytes = std::array<uint8_t, v1::kFdTokenBytes>;
+
+struct PeerCredentials {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// Implemented by the session layer. Called on the transport's event thread only.
+class TransportEvents {
+ public:
+  virtual ~TransportEvents() = default;
+  // `spawn_owner`: the connection inherited in spawn mode (its peer is the owner).
+  virtual void OnConnectionOpened(ConnectionId id, const PeerCredentials& peer,
+                                  bool spawn_owner) = 0;
+  virtual void OnConnectionClosed(ConnectionId id) = 0;
+  // `bound_to`: the spawn-mode connection, for the inherited channel; otherwise nullopt and
+  // the client binds the channel with BindFdChannel(key).
+  virtual void OnFdChannelOpened(FdChannelId id, const FdChannelKey& key,
+                                 const PeerCredentials& peer,
+                                 std::optional<ConnectionId> bound_to) = 0;
+  // Takes ownership of `fds` (1..kFdChannelMaxFdsPerMessage); returns one token per fd, in
+  // order, or an error (then every fd must have been closed).
+  virtual absl::StatusOr<std::vector<FdTokenBytes>> OnFdsReceived(FdChannelId id,
+                                                                  std::vector<UniqueFd> fds) = 0;
+  virtual void OnFdChannelClosed(FdChannelId id) = 0;
+};
+
+struct TransportOptions {
+  std::string listen_path;  // empty: no listening sockets
+  mode_t socket_mode = 0600;
+  std::vector<uid_t> allowed_uids;
+  UniqueFd spawn_connection;  // invalid: none
+  UniqueFd spawn_fd_channel;  // invalid: none
+  uint32_t max_connections = 64;   // further connections are closed at once
+  uint32_t max_fd_channels = 64;
+};
+
+class Transport {
+ public:
+  // Creates (or adopts, in spawn mode) every socket. Nothing is accepted until Start().
+  static absl::StatusOr<std::unique_ptr<Transport>> Create(TransportOptions options,
+                                                           TransportEvents* events);
+  virtual ~Transport() = default;
+
+  // Starts the event thread. Connections are handed to `server` with
+  // grpc::AddInsecureChannelFromFd after being set non-blocking. `server` must outlive
+  // Shutdown().
+  virtual absl::Status Start(grpc::Server* server) = 0;
+
+  // The connection of a call, from ServerContext::peer(); nullopt when unknown or closed.
+  virtual std::optional<ConnectionId> ConnectionForPeer(absl::string_view peer) const = 0;
+
+  // Closes an fd channel, e.g. when its session ends (OnFdChannelClosed follows).
+  virtual void CloseFdChannel(FdChannelId id) = 0;
+
+  virtual void Shutdown() = 0;
+};
+
+}  // namespace vfiod
+
+#endif  // VFIOD_DAEMON_TRANSPORT_TRANSPORT_H_
