@@ -22,6 +22,18 @@
 // tokens (or error) are sent back. Malformed messages get an error reply and all their fds are
 // closed. See proto/vfiod/v1/fd_channel.h.
 //
+// Details of the implementation (transport.cc) the session layer can rely on:
+//  - An empty `allowed_uids` refuses every listen-mode connection (a warning is logged at
+//    Create). The spawn-mode sockets are not checked: they come from the owner.
+//  - `max_connections` counts the spawn connection; `max_fd_channels` the spawn fd channel.
+//  - A gRPC connection counts as closed as soon as its socket reports EPOLLRDHUP/EPOLLHUP: the
+//    peer closed or half-closed it (shutdown(SHUT_WR)), or gRPC shut it down itself (it does
+//    so on protocol errors, so such connections are reported too).
+//  - OnConnectionOpened and OnFdChannelOpened are called before gRPC or the client can use the
+//    connection or the key (before AddInsecureChannelFromFd and before the hello is sent).
+//  - On the fd channel, an empty message without fds reads as end of stream and closes the
+//    channel; a client that lets its replies fill the socket buffer has its channel closed.
+//
 // Threading: Create() binds the sockets and starts nothing (call it before the jail). Start()
 // starts one event thread running an epoll loop; all TransportEvents callbacks are made from
 // that thread, one at a time. ConnectionForPeer() is thread-safe. Shutdown() stops the thread
@@ -85,7 +97,7 @@ class TransportEvents {
 struct TransportOptions {
   std::string listen_path;  // empty: no listening sockets
   mode_t socket_mode = 0600;
-  std::vector<uid_t> allowed_uids;
+  std::vector<uid_t> allowed_uids;  // empty: every listen-mode connection is refused
   UniqueFd spawn_connection;  // invalid: none
   UniqueFd spawn_fd_channel;  // invalid: none
   uint32_t max_connections = 64;   // further connections are closed at once
@@ -110,6 +122,11 @@ class Transport {
   // Closes an fd channel, e.g. when its session ends (OnFdChannelClosed follows).
   virtual void CloseFdChannel(FdChannelId id) = 0;
 
+  // Stops the event thread and waits for it. Before exiting, the thread reports every open fd
+  // channel and connection closed (OnFdChannelClosed, OnConnectionClosed). Then the listening
+  // sockets are closed and their files removed if the paths still name the inodes bound (gRPC
+  // connections themselves belong to `server`). Must not be called from a TransportEvents
+  // callback: there it only requests the stop, and a later call from another thread waits.
   virtual void Shutdown() = 0;
 };
 

@@ -1,0 +1,308 @@
+#include "daemon/service/session_manager.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/base/logging.h"
+#include "daemon/base/random.h"
+
+namespace vfiod {
+namespace {
+
+constexpr char kHexDigits[] = "0123456789abcdef";
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+// Compares keys without an early exit, so timing tells nothing about a guessed prefix.
+bool KeysEqual(const FdChannelKey& a, absl::string_view b) {
+  if (b.size() != a.size()) return false;
+  uint8_t diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ static_cast<uint8_t>(b[i]);
+  return diff == 0;
+}
+
+}  // namespace
+
+std::string FdTokenToHex(const FdTokenBytes& token) {
+  std::string hex;
+  hex.reserve(2 * token.size());
+  for (uint8_t byte : token) {
+    hex.push_back(kHexDigits[byte >> 4]);
+    hex.push_back(kHexDigits[byte & 0xf]);
+  }
+  return hex;
+}
+
+std::optional<FdTokenBytes> FdTokenFromHex(absl::string_view hex) {
+  FdTokenBytes token;
+  if (hex.size() != 2 * token.size()) return std::nullopt;
+  for (size_t i = 0; i < token.size(); ++i) {
+    int high = HexValue(hex[2 * i]);
+    int low = HexValue(hex[2 * i + 1]);
+    if (high < 0 || low < 0) return std::nullopt;
+    token[i] = static_cast<uint8_t>(high << 4 | low);
+  }
+  return token;
+}
+
+SessionManager::SessionManager(PciDevice* device, SessionOptions options)
+    : device_(device), options_(std::move(options)) {}
+
+SessionManager::~SessionManager() = default;
+
+absl::StatusOr<SessionManager::OwnerScope> SessionManager::AcquireOwner(
+    ConnectionId id, absl::string_view operation) {
+  owner_mu_.ReaderLock();
+  bool is_owner;
+  {
+    absl::MutexLock lock(&mu_);
+    is_owner = owner_.has_value() && *owner_ == id;
+  }
+  if (!is_owner) {
+    owner_mu_.ReaderUnlock();
+    return absl::PermissionDeniedError(
+        absl::StrCat(operation, ": only the owner may do this; this session is an observer",
+                     " (ClaimOwnership first)"));
+  }
+  return OwnerScope(&owner_mu_);
+}
+
+SessionRole SessionManager::RoleOf(ConnectionId id) const {
+  absl::MutexLock lock(&mu_);
+  return owner_.has_value() && *owner_ == id ? SessionRole::kOwner : SessionRole::kObserver;
+}
+
+bool SessionManager::Exists(ConnectionId id) const {
+  absl::MutexLock lock(&mu_);
+  return sessions_.count(id) != 0;
+}
+
+absl::Status SessionManager::ClaimOwnership(ConnectionId id) {
+  absl::MutexLock lock(&mu_);
+  auto session = sessions_.find(id);
+  if (session == sessions_.end()) {
+    return absl::FailedPreconditionError("ClaimOwnership: the connection has ended");
+  }
+  if (owner_.has_value()) {
+    if (*owner_ == id) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ClaimOwnership: another session owns the device (connection ", *owner_, ")"));
+  }
+  uid_t uid = session->second.peer.uid;
+  if (std::find(options_.owner_uids.begin(), options_.owner_uids.end(), uid) ==
+      options_.owner_uids.end()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("ClaimOwnership: uid ", uid, " may not own this device"));
+  }
+  owner_ = id;
+  LogInfo("owner attached", {{"connection", absl::StrCat(id)},
+                             {"pid", absl::StrCat(session->second.peer.pid)},
+                             {"uid", absl::StrCat(uid)}});
+  return absl::OkStatus();
+}
+
+absl::Status SessionManager::ReleaseOwnership(ConnectionId id) {
+  if (RoleOf(id) != SessionRole::kOwner) {
+    return absl::FailedPreconditionError("ReleaseOwnership: this session is not the owner");
+  }
+  LoseOwner(id, "released");
+  return absl::OkStatus();
+}
+
+void SessionManager::LoseOwner(ConnectionId id, absl::string_view reason) {
+  absl::MutexLock owner_lock(&owner_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!owner_.has_value() || *owner_ != id) return;
+    owner_.reset();
+    ++owner_losses_;
+  }
+  // No owner call is running (owner_mu_ is held exclusively) and none can start.
+  device_->ReleaseOwnerResources();
+  LogInfo("owner detached; device resources released",
+          {{"connection", absl::StrCat(id)}, {"reason", std::string(reason)}});
+}
+
+absl::Status SessionManager::BindFdChannel(ConnectionId id, absl::string_view key) {
+  absl::MutexLock lock(&mu_);
+  if (sessions_.count(id) == 0) {
+    return absl::FailedPreconditionError("BindFdChannel: the connection has ended");
+  }
+  if (key.size() != v1::kFdChannelKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("BindFdChannel: channel_key has ",
+                                                   key.size(), " bytes, expected ",
+                                                   v1::kFdChannelKeyBytes));
+  }
+  for (auto& [channel_id, channel] : channels_) {
+    if (!KeysEqual(channel.key, key)) continue;
+    if (channel.bound_to.has_value()) {
+      if (*channel.bound_to == id) return absl::OkStatus();
+      return absl::FailedPreconditionError(
+          "BindFdChannel: the channel is bound to another session");
+    }
+    channel.bound_to = id;
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError("BindFdChannel: no open fd channel has this key");
+}
+
+absl::StatusOr<UniqueFd> SessionManager::TakeFd(ConnectionId id, absl::string_view token_hex,
+                                                absl::string_view operation) {
+  if (token_hex.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(operation, ": fd_token is empty"));
+  }
+  absl::StatusOr<std::vector<std::optional<UniqueFd>>> fds = TakeFds(id, {token_hex}, operation);
+  if (!fds.ok()) return fds.status();
+  return std::move(*(*fds)[0]);
+}
+
+absl::StatusOr<std::vector<std::optional<UniqueFd>>> SessionManager::TakeFds(
+    ConnectionId id, const std::vector<absl::string_view>& tokens_hex,
+    absl::string_view operation) {
+  std::vector<std::optional<FdTokenBytes>> tokens;
+  tokens.reserve(tokens_hex.size());
+  for (absl::string_view hex : tokens_hex) {
+    if (hex.empty()) {
+      tokens.push_back(std::nullopt);
+      continue;
+    }
+    std::optional<FdTokenBytes> token = FdTokenFromHex(hex);
+    if (!token.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(operation, ": fd token \"", hex.substr(0, 64), "\" is not ",
+                       v1::kFdTokenHexLength, " lowercase hex digits"));
+    }
+    if (std::find(tokens.begin(), tokens.end(), token) != tokens.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(operation, ": fd token ", hex, " is named twice"));
+    }
+    tokens.push_back(token);
+  }
+
+  absl::MutexLock lock(&mu_);
+  // Find every token first; take nothing unless all are there.
+  std::vector<std::pair<Channel*, std::map<FdTokenBytes, UniqueFd>::iterator>> found;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (!tokens[i].has_value()) {
+      found.emplace_back(nullptr, std::map<FdTokenBytes, UniqueFd>::iterator());
+      continue;
+    }
+    bool hit = false;
+    for (auto& [channel_id, channel] : channels_) {
+      if (!channel.bound_to.has_value() || *channel.bound_to != id) continue;
+      auto it = channel.fds.find(*tokens[i]);
+      if (it == channel.fds.end()) continue;
+      found.emplace_back(&channel, it);
+      hit = true;
+      break;
+    }
+    if (!hit) {
+      return absl::NotFoundError(absl::StrCat(operation, ": no fd with token ", tokens_hex[i],
+                                              " was sent by this session (or it was used)"));
+    }
+  }
+  std::vector<std::optional<UniqueFd>> fds;
+  fds.reserve(found.size());
+  for (auto& [channel, it] : found) {
+    if (channel == nullptr) {
+      fds.push_back(std::nullopt);
+      continue;
+    }
+    fds.push_back(std::move(it->second));
+    channel->fds.erase(it);
+  }
+  return fds;
+}
+
+SessionManager::Summary SessionManager::GetSummary() const {
+  absl::MutexLock lock(&mu_);
+  return Summary{static_cast<uint32_t>(sessions_.size()), owner_.has_value(), owner_losses_};
+}
+
+void SessionManager::OnConnectionOpened(ConnectionId id, const PeerCredentials& peer,
+                                        bool spawn_owner) {
+  absl::MutexLock lock(&mu_);
+  sessions_[id] = Session{peer, spawn_owner};
+  if (spawn_owner) {
+    // The VMM that spawned the daemon owns it; nobody can have claimed it before.
+    owner_ = id;
+    spawn_owner_seen_ = true;
+    LogInfo("owner attached (spawn mode)",
+            {{"connection", absl::StrCat(id)}, {"pid", absl::StrCat(peer.pid)}});
+  }
+}
+
+void SessionManager::OnConnectionClosed(ConnectionId id) {
+  LoseOwner(id, "connection closed");
+  std::vector<FdChannelId> to_close;
+  bool spawn_owner_gone = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto session = sessions_.find(id);
+    if (session == sessions_.end()) return;
+    spawn_owner_gone = session->second.spawn_owner;
+    sessions_.erase(session);
+    for (auto& [channel_id, channel] : channels_) {
+      if (channel.bound_to.has_value() && *channel.bound_to == id) {
+        channel.fds.clear();
+        to_close.push_back(channel_id);
+      }
+    }
+  }
+  if (transport_ != nullptr) {
+    for (FdChannelId channel : to_close) transport_->CloseFdChannel(channel);
+  }
+  if (spawn_owner_gone && options_.on_spawn_owner_gone) options_.on_spawn_owner_gone();
+}
+
+void SessionManager::OnFdChannelOpened(FdChannelId id, const FdChannelKey& key,
+                                       const PeerCredentials& peer,
+                                       std::optional<ConnectionId> bound_to) {
+  absl::MutexLock lock(&mu_);
+  Channel& channel = channels_[id];
+  channel.key = key;
+  channel.peer = peer;
+  channel.bound_to = bound_to;
+}
+
+absl::StatusOr<std::vector<FdTokenBytes>> SessionManager::OnFdsReceived(
+    FdChannelId id, std::vector<UniqueFd> fds) {
+  std::vector<FdTokenBytes> tokens(fds.size());
+  for (FdTokenBytes& token : tokens) {
+    absl::Status random = FillRandom(absl::MakeSpan(token));
+    if (!random.ok()) return random;
+  }
+  absl::MutexLock lock(&mu_);
+  auto channel = channels_.find(id);
+  if (channel == channels_.end()) {
+    return absl::FailedPreconditionError("the fd channel is closed");
+  }
+  if (channel->second.fds.size() + fds.size() > options_.max_fd_tokens) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("too many unused fds: ", channel->second.fds.size(), " held, limit ",
+                     options_.max_fd_tokens));
+  }
+  for (size_t i = 0; i < fds.size(); ++i) {
+    channel->second.fds.emplace(tokens[i], std::move(fds[i]));
+  }
+  return tokens;
+}
+
+void SessionManager::OnFdChannelClosed(FdChannelId id) {
+  std::optional<ConnectionId> bound_to;
+  {
+    absl::MutexLock lock(&mu_);
+    auto channel = channels_.find(id);
+    if (channel == channels_.end()) return;
+    bound_to = channel->second.bound_to;
+    channels_.erase(channel);  // closes every fd it still held
+  }
+  if (bound_to.has_value()) LoseOwner(*bound_to, "fd channel closed");
+}
+
+}  // namespace vfiod

@@ -1,0 +1,149 @@
+// SessionManager: who is calling, what they may do, and which fds they sent.
+//
+// A session is one client connection (ConnectionId from the transport). At most one session is
+// the owner; every other session is an observer. Owner operations run inside an OwnerScope,
+// which holds the owner lock shared: owner loss takes it exclusively, so an owner call that has
+// started finishes before the owner's resources are released, and no owner call can start
+// after the loss — nothing a lost owner did can outlive the cleanup.
+//
+// Owner loss happens when the owner's connection closes, when an fd channel bound to the owner
+// closes, or on ReleaseOwnership. It disables IRQs, unmaps DMA, unregisters memory and clears
+// bus mastering (PciDevice::ReleaseOwnerResources), then the daemon keeps serving.
+//
+// Fd tokens: each fd received on an fd channel gets a 128-bit random token, usable only by the
+// session the channel is bound to, once (TakeFd). Unbound channels' fds are held until the
+// channel is bound or closed. Fds are closed when their session or channel ends.
+//
+// Thread-safety: all methods are thread-safe. TransportEvents callbacks come from the transport
+// thread; everything else from gRPC threads.
+#ifndef VFIOD_DAEMON_SERVICE_SESSION_MANAGER_H_
+#define VFIOD_DAEMON_SERVICE_SESSION_MANAGER_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "daemon/base/unique_fd.h"
+#include "daemon/pci/pci_device.h"
+#include "daemon/transport/transport.h"
+
+namespace vfiod {
+
+enum class SessionRole { kObserver, kOwner };
+
+struct SessionOptions {
+  std::vector<uid_t> owner_uids;  // peers allowed to claim ownership
+  uint32_t max_fd_tokens = 64;    // outstanding (unconsumed) fds per session or channel
+  // Called once after the spawn-mode owner is lost for good (spawn mode without a listener: no
+  // one can attach again, so the daemon stops). May be empty.
+  std::function<void()> on_spawn_owner_gone;
+};
+
+class SessionManager : public TransportEvents {
+ public:
+  SessionManager(PciDevice* device, SessionOptions options);
+  ~SessionManager() override;
+
+  // Must be called before the transport starts; used to close fd channels of ended sessions.
+  void set_transport(Transport* transport) { transport_ = transport; }
+
+  // Held while an owner operation runs. Move-only.
+  class OwnerScope {
+   public:
+    OwnerScope(OwnerScope&& other) noexcept : mu_(other.mu_) { other.mu_ = nullptr; }
+    OwnerScope& operator=(OwnerScope&&) = delete;
+    ~OwnerScope() {
+      if (mu_ != nullptr) mu_->ReaderUnlock();
+    }
+
+   private:
+    friend class SessionManager;
+    explicit OwnerScope(absl::Mutex* mu) : mu_(mu) {}
+    absl::Mutex* mu_;
+  };
+
+  // PERMISSION_DENIED unless `id` is the owner session; the message names `operation`.
+  absl::StatusOr<OwnerScope> AcquireOwner(ConnectionId id, absl::string_view operation);
+  SessionRole RoleOf(ConnectionId id) const;
+  bool Exists(ConnectionId id) const;
+
+  absl::Status ClaimOwnership(ConnectionId id);
+  absl::Status ReleaseOwnership(ConnectionId id);
+  absl::Status BindFdChannel(ConnectionId id, absl::string_view key);
+
+  // Removes the fd for `token_hex` (kFdTokenHexLength lowercase hex digits) from the session's
+  // table and returns it. INVALID_ARGUMENT for a malformed token, NOT_FOUND for an unknown one
+  // (including another session's).
+  absl::StatusOr<UniqueFd> TakeFd(ConnectionId id, absl::string_view token_hex,
+                                  absl::string_view operation);
+  // All or nothing: either every token resolves (then all are taken) or none is taken. An
+  // empty token stands for "no fd" and yields nullopt in its place; a token named twice is
+  // INVALID_ARGUMENT.
+  absl::StatusOr<std::vector<std::optional<UniqueFd>>> TakeFds(
+      ConnectionId id, const std::vector<absl::string_view>& tokens_hex,
+      absl::string_view operation);
+
+  struct Summary {
+    uint32_t sessions = 0;
+    bool owner_attached = false;
+    uint64_t owner_losses = 0;
+  };
+  Summary GetSummary() const;
+
+  // TransportEvents.
+  void OnConnectionOpened(ConnectionId id, const PeerCredentials& peer,
+                          bool spawn_owner) override;
+  void OnConnectionClosed(ConnectionId id) override;
+  void OnFdChannelOpened(FdChannelId id, const FdChannelKey& key, const PeerCredentials& peer,
+                         std::optional<ConnectionId> bound_to) override;
+  absl::StatusOr<std::vector<FdTokenBytes>> OnFdsReceived(FdChannelId id,
+                                                          std::vector<UniqueFd> fds) override;
+  void OnFdChannelClosed(FdChannelId id) override;
+
+ private:
+  struct Session {
+    PeerCredentials peer;
+    bool spawn_owner = false;
+  };
+  struct Channel {
+    FdChannelKey key;
+    PeerCredentials peer;
+    std::optional<ConnectionId> bound_to;
+    std::map<FdTokenBytes, UniqueFd> fds;
+  };
+
+  // Ends ownership of `id` if it is the owner. Takes owner_mu_ exclusively.
+  void LoseOwner(ConnectionId id, absl::string_view reason);
+
+  PciDevice* const device_;
+  const SessionOptions options_;
+  Transport* transport_ = nullptr;
+
+  // Held shared by owner operations, exclusively while ownership changes.
+  mutable absl::Mutex owner_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  mutable absl::Mutex mu_;
+  std::optional<ConnectionId> owner_ ABSL_GUARDED_BY(mu_);
+  std::map<ConnectionId, Session> sessions_ ABSL_GUARDED_BY(mu_);
+  std::map<FdChannelId, Channel> channels_ ABSL_GUARDED_BY(mu_);
+  uint64_t owner_losses_ ABSL_GUARDED_BY(mu_) = 0;
+  bool spawn_owner_seen_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Lowercase hex of a token, and back (nullopt unless exactly kFdTokenHexLength hex digits).
+std::string FdTokenToHex(const FdTokenBytes& token);
+std::optional<FdTokenBytes> FdTokenFromHex(absl::string_view hex);
+
+}  // namespace vfiod
+
+#endif  // VFIOD_DAEMON_SERVICE_SESSION_MANAGER_H_

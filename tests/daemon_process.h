@@ -1,0 +1,55 @@
+// DaemonProcess: a real vfiod binary started for a test, listening on a fresh short socket path
+// under /tmp (TEST_TMPDIR is longer than sun_path allows).
+//
+// The binary is $VFIOD_BINARY when set (the VM lab points it at its copy), else the //daemon:vfiod
+// runfile. The device is $VFIOD_DEVICE when set, else "sim:edu". Terminate() (and the
+// destructor) sends SIGTERM, waits, then SIGKILLs; the socket folder is removed.
+#ifndef VFIOD_TESTS_DAEMON_PROCESS_H_
+#define VFIOD_TESTS_DAEMON_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace vfiod::testing {
+
+class DaemonProcess {
+ public:
+  // Starts vfiod with --device and --listen plus `extra_args`, and waits until the socket
+  // accepts connections.
+  static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(
+      const std::vector<std::string>& extra_args = {});
+  ~DaemonProcess();
+
+  const std::string& socket_path() const { return socket_path_; }
+  pid_t pid() const { return pid_; }
+  // The exit status (as from waitpid) after SIGTERM, or after SIGKILL if it did not stop.
+  absl::StatusOr<int> Terminate(absl::Duration timeout = absl::Seconds(5));
+  // True while the process has not exited.
+  bool Running();
+
+  // Path of the vfiod binary and of a sibling test binary (runfiles or env), and the device.
+  static std::string BinaryPath();
+  static std::string RunfilePath(const std::string& workspace_relative);
+  static std::string DeviceName();
+
+ private:
+  DaemonProcess() = default;
+  std::string dir_;
+  std::string socket_path_;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int exit_status_ = 0;
+};
+
+// Starts `argv[0]` with arguments; stdout/stderr inherited. Returns the pid.
+absl::StatusOr<pid_t> SpawnProcess(const std::vector<std::string>& argv);
+
+}  // namespace vfiod::testing
+
+#endif  // VFIOD_TESTS_DAEMON_PROCESS_H_

@@ -1,0 +1,335 @@
+// Hostile input through the real daemon: one group of cases per class in the security notes
+// (config, regions, memory and DMA, IRQs, protocol). Each case asserts the exact gRPC code and
+// that the device state did not change.
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "client/vfio_client.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "proto/vfiod/v1/vfiod.grpc.pb.h"
+#include "tests/daemon_process.h"
+
+namespace vfiod {
+namespace {
+
+using absl::StatusCode;
+
+constexpr uint64_t kMemorySize = 1 << 20;
+
+class HostileInputTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon =
+        testing::DaemonProcess::Start({"--max-dma-mappings=8"});
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = *std::move(daemon);
+    absl::StatusOr<std::unique_ptr<VfioClient>> owner = VfioClient::Connect(daemon_->socket_path());
+    ASSERT_TRUE(owner.ok()) << owner.status();
+    owner_ = *std::move(owner);
+    ASSERT_TRUE(owner_->ClaimOwnership().ok());
+    absl::StatusOr<client::UniqueFd> memfd = VfioClient::CreateSealedMemfd("guest", kMemorySize);
+    ASSERT_TRUE(memfd.ok());
+    absl::StatusOr<v1::RegisterMemoryResponse> memory =
+        owner_->RegisterMemory(memfd->get(), kMemorySize);
+    ASSERT_TRUE(memory.ok()) << memory.status();
+    memory_id_ = memory->memory_id();
+    ASSERT_TRUE(owner_->MapDma(0x200000, 0x10000, memory_id_, 0).ok());
+    baseline_ = Fingerprint();
+  }
+
+  // What must not change when a request fails: mappings, memory, IRQ state, config space.
+  std::string Fingerprint() {
+    absl::StatusOr<v1::DeviceState> state = owner_->GetState();
+    EXPECT_TRUE(state.ok()) << state.status();
+    std::string print;
+    for (const auto& m : state->dma_mappings()) print += m.DebugString();
+    for (const auto& m : state->memory()) print += m.DebugString();
+    for (const auto& i : state->irqs()) print += i.DebugString();
+    absl::StatusOr<std::string> config = owner_->DumpConfig();
+    EXPECT_TRUE(config.ok()) << config.status();
+    return print + config.value_or("");
+  }
+
+  void ExpectUnchanged() { EXPECT_EQ(Fingerprint(), baseline_); }
+
+  std::unique_ptr<testing::DaemonProcess> daemon_;
+  std::unique_ptr<VfioClient> owner_;
+  uint64_t memory_id_ = 0;
+  std::string baseline_;
+};
+
+TEST_F(HostileInputTest, ConfigSpace) {
+  for (uint32_t size : {0u, 3u, 5u, 8u, 0xffffffffu}) {
+    EXPECT_EQ(owner_->ReadConfig(0, size).status().code(), StatusCode::kInvalidArgument) << size;
+    EXPECT_EQ(owner_->WriteConfig(0x3c, size, 0).code(), StatusCode::kInvalidArgument) << size;
+  }
+  EXPECT_EQ(owner_->ReadConfig(0x41, 2).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->ReadConfig(0x42, 4).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->WriteConfig(0x3d, 2, 0xffff).code(), StatusCode::kInvalidArgument);
+  // Beyond a 256-byte config space (extended config does not exist here), and near 2^32.
+  EXPECT_EQ(owner_->ReadConfig(0x100, 4).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(owner_->ReadConfig(0xfffffffc, 4).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(owner_->WriteConfig(0xfffffffc, 4, 0).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(owner_->DumpConfig(2, 4).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->DumpConfig(0, 6).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->DumpConfig(0xfc, 8).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(owner_->DumpConfig(0xfffffffc, 8).status().code(), StatusCode::kOutOfRange);
+  ExpectUnchanged();
+  // BAR sizing writes are virtualised: the BAR reads back its size mask, and is restorable.
+  uint32_t bar0 = *owner_->ReadConfig(0x10, 4);
+  ASSERT_TRUE(owner_->WriteConfig(0x10, 4, 0xffffffff).ok());
+  EXPECT_EQ(*owner_->ReadConfig(0x10, 4) & 0xfffffff0u, 0xfff00000u);
+  ASSERT_TRUE(owner_->WriteConfig(0x10, 4, bar0).ok());
+  ExpectUnchanged();
+}
+
+TEST_F(HostileInputTest, Regions) {
+  EXPECT_EQ(owner_->ReadRegion(99, 0, 4).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(owner_->ReadRegion(0xffffffff, 0, 4).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(owner_->ReadRegion(1, 0, 4).status().code(), StatusCode::kNotFound);  // size 0
+  EXPECT_EQ(owner_->ReadRegion(0, 0, 0).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->ReadRegion(0, 1 << 20, 4).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(owner_->ReadRegion(0, (1 << 20) - 2, 4).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(owner_->ReadRegion(0, 0xfffffffffffffffeull, 4).status().code(),
+            StatusCode::kOutOfRange);
+  EXPECT_EQ(owner_->WriteRegion(0, 0xfffffffffffffffcull, "abcd").code(),
+            StatusCode::kOutOfRange);
+  EXPECT_EQ(owner_->WriteRegion(0, 0, "").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->ReadRegion(0, 0, 1 << 20).status().code(), StatusCode::kInvalidArgument);
+  // Config space is not reachable as a region (it has its own validated calls).
+  EXPECT_EQ(owner_->ReadRegion(7, 0, 4).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->WriteRegion(7, 4, std::string(2, '\0')).code(),
+            StatusCode::kInvalidArgument);
+  ExpectUnchanged();
+  // Memory decode off: BAR access fails (the kernel's EIO), nothing else changes.
+  uint32_t command = *owner_->ReadConfig(0x04, 2);
+  ASSERT_TRUE(owner_->WriteConfig(0x04, 2, command & ~0x2u).ok());
+  EXPECT_EQ(owner_->ReadRegion32(0, 0x04).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(owner_->WriteRegion32(0, 0x04, 1).code(), StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(owner_->WriteConfig(0x04, 2, command).ok());
+  EXPECT_TRUE(owner_->ReadRegion32(0, 0x04).ok());
+  ExpectUnchanged();
+}
+
+TEST_F(HostileInputTest, MemoryRegistration) {
+  // Not sealed against shrinking: the daemon could fault on a truncated page.
+  int unsealed = ::memfd_create("unsealed", MFD_CLOEXEC);
+  ASSERT_GE(unsealed, 0);
+  ASSERT_EQ(::ftruncate(unsealed, 0x10000), 0);
+  EXPECT_EQ(owner_->RegisterMemory(unsealed, 0x10000).status().code(),
+            StatusCode::kFailedPrecondition);
+  ::close(unsealed);
+  // Not a file at all.
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  EXPECT_EQ(owner_->RegisterMemory(pipe_fds[0], 0x1000).status().code(),
+            StatusCode::kInvalidArgument);
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
+  absl::StatusOr<client::UniqueFd> memfd = VfioClient::CreateSealedMemfd("small", 0x10000);
+  ASSERT_TRUE(memfd.ok());
+  EXPECT_EQ(owner_->RegisterMemory(memfd->get(), 0x20000).status().code(),
+            StatusCode::kOutOfRange);
+  EXPECT_EQ(owner_->RegisterMemory(memfd->get(), 0x1001).status().code(),
+            StatusCode::kInvalidArgument);
+  // Unknown, malformed and reused tokens.
+  EXPECT_EQ(owner_->RegisterMemoryToken(std::string(32, 'a'), 0).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(owner_->RegisterMemoryToken("not-a-token", 0).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->RegisterMemoryToken("", 0).status().code(), StatusCode::kInvalidArgument);
+  absl::StatusOr<std::vector<std::string>> tokens = owner_->SendFds({memfd->get()});
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  absl::StatusOr<v1::RegisterMemoryResponse> used = owner_->RegisterMemoryToken((*tokens)[0], 0);
+  ASSERT_TRUE(used.ok()) << used.status();
+  EXPECT_EQ(owner_->RegisterMemoryToken((*tokens)[0], 0).status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(owner_->UnregisterMemory(used->memory_id()).ok());
+  EXPECT_EQ(owner_->UnregisterMemory(used->memory_id()).code(), StatusCode::kNotFound);
+  // Memory with live mappings cannot go.
+  EXPECT_EQ(owner_->UnregisterMemory(memory_id_).code(), StatusCode::kFailedPrecondition);
+  ExpectUnchanged();
+}
+
+TEST_F(HostileInputTest, TokensBelongToTheirSession) {
+  absl::StatusOr<std::unique_ptr<VfioClient>> other = VfioClient::Connect(daemon_->socket_path());
+  ASSERT_TRUE(other.ok());
+  absl::StatusOr<client::UniqueFd> memfd = VfioClient::CreateSealedMemfd("other", 0x10000);
+  ASSERT_TRUE(memfd.ok());
+  absl::StatusOr<std::vector<std::string>> tokens = (*other)->SendFds({memfd->get()});
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_EQ(owner_->RegisterMemoryToken((*tokens)[0], 0).status().code(), StatusCode::kNotFound);
+  ExpectUnchanged();
+}
+
+TEST_F(HostileInputTest, Dma) {
+  const uint64_t id = memory_id_;
+  struct Case {
+    uint64_t iova, size, memory, offset;
+    bool read, write;
+    StatusCode code;
+  };
+  const Case cases[] = {
+      {0x400000, 0, id, 0, true, true, StatusCode::kInvalidArgument},          // zero size
+      {0x400800, 0x1000, id, 0, true, true, StatusCode::kInvalidArgument},     // iova unaligned
+      {0x400000, 0x1800, id, 0, true, true, StatusCode::kInvalidArgument},     // size unaligned
+      {0x400000, 0x1000, id, 0x800, true, true, StatusCode::kInvalidArgument}, // offset unaligned
+      {0xfffffffffffff000ull, 0x2000, id, 0, true, true, StatusCode::kOutOfRange},  // wraps
+      {0x400000, 0x1000, id, 0xfffffffffffff000ull, true, true, StatusCode::kOutOfRange},
+      {0x400000, 0x1000, id, kMemorySize, true, true, StatusCode::kOutOfRange},  // past memory
+      {0x400000, kMemorySize + 0x1000, id, 0, true, true, StatusCode::kOutOfRange},
+      {0xfee00000, 0x1000, id, 0, true, true, StatusCode::kOutOfRange},  // x86 MSI window
+      {0xfedff000, 0x2000, id, 0, true, true, StatusCode::kOutOfRange},  // straddles it
+      {0x400000, 0x1000, id + 100, 0, true, true, StatusCode::kNotFound},  // unknown memory
+      {0x400000, 0x1000, id, 0, false, false, StatusCode::kInvalidArgument},  // no permission
+      {0x200000, 0x10000, id, 0, true, true, StatusCode::kAlreadyExists},    // duplicate
+      {0x1f0000, 0x30000, id, 0, true, true, StatusCode::kAlreadyExists},    // containing
+      {0x204000, 0x1000, id, 0, true, true, StatusCode::kAlreadyExists},     // contained
+      {0x20f000, 0x2000, id, 0, true, true, StatusCode::kAlreadyExists},     // tail overlap
+      {0x1ff000, 0x2000, id, 0, true, true, StatusCode::kAlreadyExists},     // head overlap
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(owner_->MapDma(c.iova, c.size, c.memory, c.offset, c.read, c.write).code(), c.code)
+        << "iova 0x" << std::hex << c.iova << " size 0x" << c.size << " offset 0x" << c.offset;
+  }
+  EXPECT_EQ(owner_->UnmapDma(0x200000, 0x8000).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->UnmapDma(0x208000, 0x10000).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->UnmapDma(0x800000, 0x1000).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(owner_->UnmapDma(0x200000, 0).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->UnmapDma(0xfffffffffffff000ull, 0x2000).status().code(),
+            StatusCode::kOutOfRange);
+  ExpectUnchanged();
+}
+
+TEST_F(HostileInputTest, DmaMappingLimitAndMapUnmapLoop) {
+  // --max-dma-mappings=8, one mapping exists.
+  for (uint64_t i = 0; i < 7; ++i) {
+    ASSERT_TRUE(owner_->MapDma(0x1000000 + i * 0x1000, 0x1000, memory_id_, i * 0x1000).ok()) << i;
+  }
+  EXPECT_EQ(owner_->MapDma(0x2000000, 0x1000, memory_id_, 0).code(),
+            StatusCode::kResourceExhausted);
+  ASSERT_TRUE(owner_->UnmapDma(0x1000000, 0x7000).ok());
+  ExpectUnchanged();
+  for (int i = 0; i < 500; ++i) {
+    ASSERT_TRUE(owner_->MapDma(0x3000000, 0x4000, memory_id_, 0x4000).ok()) << i;
+    ASSERT_TRUE(owner_->UnmapDma(0x3000000, 0x4000).ok()) << i;
+  }
+  ExpectUnchanged();
+}
+
+TEST_F(HostileInputTest, Irqs) {
+  auto set = [&](int index, uint32_t start, uint32_t count, v1::IrqAction action) {
+    v1::SetIrqsRequest request;
+    request.set_index(static_cast<v1::IrqIndex>(index));
+    request.set_start(start);
+    request.set_count(count);
+    request.set_action(action);
+    request.mutable_none();
+    return request;
+  };
+  EXPECT_EQ(owner_->SetIrqs(set(7, 0, 1, v1::IRQ_ACTION_TRIGGER)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->SetIrqs(set(-1, 0, 1, v1::IRQ_ACTION_TRIGGER)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->SetIrqs(set(v1::IRQ_INDEX_MSI, 0xffffffff, 2, v1::IRQ_ACTION_TRIGGER)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->SetIrqs(set(v1::IRQ_INDEX_MSI, 0, 2, v1::IRQ_ACTION_TRIGGER)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->SetIrqs(set(v1::IRQ_INDEX_MSI, 0, 1, static_cast<v1::IrqAction>(99))).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->SetIrqs(set(v1::IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_UNSPECIFIED)).code(),
+            StatusCode::kInvalidArgument);
+  // No vectors on this device.
+  EXPECT_EQ(owner_->SetIrqs(set(v1::IRQ_INDEX_MSIX, 0, 1, v1::IRQ_ACTION_TRIGGER)).code(),
+            StatusCode::kInvalidArgument);
+  v1::SetIrqsRequest unset = set(v1::IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_TRIGGER);
+  unset.clear_data();
+  EXPECT_EQ(owner_->SetIrqs(unset).code(), StatusCode::kInvalidArgument);
+  v1::SetIrqsRequest bools = set(v1::IRQ_INDEX_INTX, 0, 1, v1::IRQ_ACTION_MASK);
+  bools.mutable_bools()->add_values(true);
+  bools.mutable_bools()->add_values(true);
+  EXPECT_EQ(owner_->SetIrqs(bools).code(), StatusCode::kInvalidArgument);
+  v1::SetIrqsRequest watch_mask = set(v1::IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_MASK);
+  watch_mask.mutable_watch();
+  EXPECT_EQ(owner_->SetIrqs(watch_mask).code(), StatusCode::kInvalidArgument);
+  // Eventfd token count differs from count.
+  int efd = ::eventfd(0, EFD_CLOEXEC);
+  absl::StatusOr<std::vector<std::string>> tokens = owner_->SendFds({efd, efd});
+  ASSERT_TRUE(tokens.ok());
+  v1::SetIrqsRequest mismatch = set(v1::IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_TRIGGER);
+  mismatch.mutable_eventfds()->add_fd_tokens((*tokens)[0]);
+  mismatch.mutable_eventfds()->add_fd_tokens((*tokens)[1]);
+  EXPECT_EQ(owner_->SetIrqs(mismatch).code(), StatusCode::kInvalidArgument);
+  // A memfd is not an eventfd: refused, and the fd is consumed (closed) by the request.
+  absl::StatusOr<client::UniqueFd> memfd = VfioClient::CreateSealedMemfd("x", 0x1000);
+  ASSERT_TRUE(memfd.ok());
+  absl::StatusOr<std::vector<std::string>> memfd_token = owner_->SendFds({memfd->get()});
+  ASSERT_TRUE(memfd_token.ok());
+  v1::SetIrqsRequest not_eventfd = set(v1::IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_TRIGGER);
+  not_eventfd.mutable_eventfds()->add_fd_tokens((*memfd_token)[0]);
+  EXPECT_EQ(owner_->SetIrqs(not_eventfd).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->SetIrqs(not_eventfd).code(), StatusCode::kNotFound);
+  // The kernel cannot mask MSI: vfiod emulates it, so masking an enabled vector works.
+  ASSERT_TRUE(owner_->SetIrqEventfds(v1::IRQ_INDEX_MSI, 0, {efd}).ok());
+  EXPECT_TRUE(owner_->SetIrqAction(v1::IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_MASK).ok());
+  EXPECT_TRUE(owner_->SetIrqAction(v1::IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_UNMASK).ok());
+  // INTx and MSI cannot both be enabled.
+  int intx = ::eventfd(0, EFD_CLOEXEC);
+  EXPECT_EQ(owner_->SetIrqEventfds(v1::IRQ_INDEX_INTX, 0, {intx}).code(),
+            StatusCode::kInvalidArgument);
+  ASSERT_TRUE(owner_->DisableIrqs(v1::IRQ_INDEX_MSI).ok());
+  ::close(efd);
+  ::close(intx);
+  ExpectUnchanged();
+}
+
+TEST_F(HostileInputTest, Protocol) {
+  // Over the message size limit: refused by gRPC before any handler runs.
+  EXPECT_EQ(owner_->WriteRegion(0, 0, std::string(2 << 20, 'x')).code(),
+            StatusCode::kResourceExhausted);
+  // Larger than the per-call region limit but within the message limit.
+  EXPECT_EQ(owner_->WriteRegion(0, 0, std::string(128 << 10, 'x')).code(),
+            StatusCode::kInvalidArgument);
+  // Undecodable bytes and an unknown method, through a generic stub on a raw channel.
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(
+      "unix:" + daemon_->socket_path(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  auto call = [&](const std::string& method, const std::string& payload) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc::Slice slice(payload);
+    grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer response;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    grpc::Status result;
+    stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
+                   [&](grpc::Status status) {
+                     std::lock_guard<std::mutex> lock(mu);
+                     result = status;
+                     done = true;
+                     cv.notify_one();
+                   });
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return done; });
+    return result.error_code();
+  };
+  EXPECT_EQ(call("/vfiod.v1.VfioDevice/ReadConfig", std::string("\xff\xff\xff\xff", 4)),
+            grpc::StatusCode::INTERNAL);
+  EXPECT_EQ(call("/vfiod.v1.VfioDevice/NoSuchMethod", ""), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(call("/grpc.health.v1.Health/Check", ""), grpc::StatusCode::OK);
+  // The daemon still serves.
+  EXPECT_TRUE(owner_->ReadConfig(0, 4).ok());
+  ExpectUnchanged();
+}
+
+}  // namespace
+}  // namespace vfiod

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs every Debian package vfiod needs to build and test. Idempotent: does nothing when all
+# are present. Needs root (apt-get); elsewhere run it with sudo, or install the list by hand.
+set -euo pipefail
+
+packages=(
+  bazel-bootstrap
+  g++ pkgconf
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libseccomp-dev libgtest-dev libgmock-dev
+  clang libclang-rt-14-dev
+  python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "bootstrap: missing packages: ${missing[*]}" >&2
+  echo "bootstrap: run as root (or: sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "bootstrap: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
