@@ -136,7 +136,24 @@ absl::StatusOr<std::optional<v1::IrqEvent>> IrqWatch::Next(absl::Duration timeou
   return std::optional<v1::IrqEvent>();
 }
 
+absl::Status IrqWatch::WaitStarted(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  if (!mu_.AwaitWithTimeout(absl::Condition(this, &IrqWatch::StartedOrDone), timeout)) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "WatchIrqs: the daemon did not start the stream within ", absl::FormatDuration(timeout)));
+  }
+  // A call the daemon refused ends right after its (empty) headers.
+  if (done_ && events_.empty()) return final_status_;
+  return absl::OkStatus();
+}
+
 void IrqWatch::ReadLoop(std::unique_ptr<grpc::ClientReader<v1::IrqEvent>> reader) {
+  // Returns when the response headers arrive (or the call ends without them).
+  reader->WaitForInitialMetadata();
+  {
+    absl::MutexLock lock(&mu_);
+    started_ = true;
+  }
   v1::IrqEvent event;
   while (reader->Read(&event)) {
     absl::MutexLock lock(&mu_);

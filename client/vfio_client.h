@@ -89,6 +89,12 @@ class IrqWatch {
   // OUT_OF_RANGE if the daemon ended the stream normally.
   absl::StatusOr<std::optional<v1::IrqEvent>> Next(absl::Duration timeout);
 
+  // Waits up to `timeout` until the daemon has answered the call's start (its response
+  // headers, which vfiod sends once the subscription exists, so interrupts from then on are
+  // streamed) or the stream has ended. DEADLINE_EXCEEDED when neither happened in time; the
+  // stream's final status when it has already ended with no event queued.
+  absl::Status WaitStarted(absl::Duration timeout);
+
   // Ends the stream (idempotent). Events already queued can still be taken.
   void Cancel();
 
@@ -99,6 +105,7 @@ class IrqWatch {
   friend class VfioClient;
   IrqWatch() = default;
   bool Ready() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return done_ || !events_.empty(); }
+  bool StartedOrDone() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return started_ || done_; }
   void ReadLoop(std::unique_ptr<grpc::ClientReader<v1::IrqEvent>> reader);
 
   // The call refers to the channel by raw pointer: keep it alive as long as the call.
@@ -106,6 +113,7 @@ class IrqWatch {
   std::unique_ptr<grpc::ClientContext> context_;
   mutable absl::Mutex mu_;
   std::deque<v1::IrqEvent> events_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status final_status_ ABSL_GUARDED_BY(mu_);
   std::thread reader_;

@@ -113,6 +113,7 @@ TEST(VfioClientSpawnTest, WatchIrqsStreamsAndCancels) {
   ASSERT_NE(client, nullptr);
   absl::StatusOr<std::unique_ptr<IrqWatch>> watch = client->WatchIrqs({v1::IRQ_INDEX_MSI});
   ASSERT_TRUE(watch.ok()) << watch.status();
+  EXPECT_TRUE((*watch)->WaitStarted(absl::Seconds(5)).ok());
   for (uint32_t vector = 0; vector < 3; ++vector) {
     absl::StatusOr<std::optional<v1::IrqEvent>> event = (*watch)->Next(absl::Seconds(5));
     ASSERT_TRUE(event.ok()) << event.status();

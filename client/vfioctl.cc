@@ -1,15 +1,26 @@
-// vfioctl: the operator CLI of vfiod. See Usage() for the commands.
+// vfioctl: the operator CLI of vfiod. See kUsage for the commands.
 //
-// Exit codes: 0 success, 1 an RPC (or connection) error, 2 a usage error.
+// One vfioctl is one connection (one session on the daemon). `session` runs many commands on
+// that one connection, so a multi-step owner workflow (register guest memory, map it, program
+// the device, read the memory back) works from a script.
+//
+// Exit codes: 0 success, 1 an RPC (or connection) error or a failed check, 2 a usage error.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <fstream>
 #include <iostream>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -25,7 +36,10 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/cli_parse.h"
 #include "client/config_decode.h"
+#include "client/guest_memory.h"
+#include "client/unique_fd.h"
 #include "client/vfio_client.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/util/json_util.h"
@@ -37,6 +51,9 @@ namespace {
 constexpr int kExitOk = 0;
 constexpr int kExitRpcError = 1;
 constexpr int kExitUsage = 2;
+
+// Default TIMEOUT of region poll32 and irq wait.
+constexpr absl::Duration kWaitTimeout = absl::Seconds(5);
 
 constexpr char kUsage[] = R"(usage: vfioctl [--socket PATH] [--json] [--timeout 5s] [--claim] COMMAND ...
 
@@ -56,16 +73,50 @@ Commands:
   region read32 INDEX OFFSET
   region write INDEX OFFSET HEXBYTES     e.g. 0102a0ff (owner)
   region write32 INDEX OFFSET VALUE      (owner)
+  region poll32 INDEX OFFSET MASK VALUE [TIMEOUT]
+                                         read until (value & MASK) == VALUE; fails after
+                                         TIMEOUT (default 5s)
   irq watch [--count N] [--timeout D] [--enable START:COUNT] [INDEX...]
                                          stream interrupts; --enable turns on daemon-owned
                                          eventfds for the INDEXes first (owner)
   irq enable-watch INDEX START COUNT     (owner)
   irq disable INDEX                      (owner)
   irq mask|unmask INDEX START COUNT      (owner)
+  irq watch-start [INDEX...]             open this connection's watch stream (no INDEX: all)
+                                         and return once the daemon streams it
+  irq wait INDEX [TIMEOUT]               take one interrupt of INDEX from that stream,
+                                         waiting up to TIMEOUT (default 5s)
+  irq watch-stop                         close the watch stream
+  memory create SIZE [NAME]              a sealed memfd of SIZE bytes, mapped by vfioctl and
+                                         registered as guest memory; prints its id (owner)
+  memory fill ID OFFSET LENGTH PATTERN   PATTERN: a byte (0x5a), seq (byte i = i*7+3) or
+                                         random:SEED; i counts from OFFSET
+  memory dump ID OFFSET LENGTH           hex dump of guest memory
+  memory compare ID OFFSET_A OFFSET_B LENGTH
+                                         fails with the first differing offset
+  memory unregister ID                   (owner)
+  dma map IOVA SIZE ID OFFSET [r|w|rw]   map memory ID at IOVA (default rw: the device may
+                                         read and write it) (owner)
+  dma unmap IOVA SIZE                    (owner)
   state                                  sessions, memory, DMA, IRQ state, counters
   claim | release | reset                roles; reset is owner-only
+  sleep DURATION                         e.g. 100ms
+  expect-error CODE COMMAND ...          succeeds only if COMMAND fails with the gRPC code
+                                         CODE, e.g. PERMISSION_DENIED
+  session [--keep-going] [FILE]          run commands from FILE (default or "-": stdin), one
+                                         per line, all on one connection and fd channel
 
-Numbers accept 0x for hex. IRQ INDEX: intx, msi, msix, err, req or 0..4.
+Sessions: blank lines and # comments are skipped; each command is echoed as "> COMMAND"
+(with --json as {"command": ...}) before its output. The session stops at the first failing
+command with its exit code, or with --keep-going runs every line and exits with the first
+failure's code. Ownership, guest memory, mappings and the watch stream last for the session
+(the daemon releases them when vfioctl exits). Memory commands work outside a session too, but
+the memory is gone when that vfioctl exits. A memory ID is the number the daemon returned or
+the NAME given to memory create.
+
+Numbers accept 0x for hex and the size suffixes K, M, G (64K = 65536). IRQ INDEX: intx, msi,
+msix, err, req or 0..4. Durations: 500ms, 3s, 1m.
+Exit codes: 0 success, 1 failure (the daemon refused, a check failed), 2 usage error.
 )";
 
 struct UsageError {
@@ -87,76 +138,10 @@ struct Globals {
 
 // --- Parsing --------------------------------------------------------------------------------
 
-absl::StatusOr<uint64_t> ParseNumber(absl::string_view text, absl::string_view what) {
-  const absl::string_view original = text;
-  uint64_t value = 0;
-  bool ok;
-  if (absl::StartsWithIgnoreCase(text, "0x")) {
-    text.remove_prefix(2);
-    ok = !text.empty() && text.size() <= 16;
-    for (char c : text) {
-      if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) ok = false;
-    }
-    if (ok) ok = absl::SimpleHexAtoi(text, &value);
-  } else {
-    ok = !text.empty() && absl::ascii_isdigit(static_cast<unsigned char>(text[0])) &&
-         absl::SimpleAtoi(text, &value);
-  }
-  if (!ok) {
-    return absl::InvalidArgumentError(absl::StrCat("bad ", what, " \"", original, "\""));
-  }
-  return value;
-}
-
-absl::StatusOr<uint32_t> ParseNumber32(absl::string_view text, absl::string_view what) {
-  absl::StatusOr<uint64_t> value = ParseNumber(text, what);
-  if (!value.ok()) return value.status();
-  if (*value > UINT32_MAX) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " ", text, " does not fit 32 bits"));
-  }
-  return static_cast<uint32_t>(*value);
-}
-
-absl::StatusOr<v1::IrqIndex> ParseIrqIndex(absl::string_view text) {
-  const std::string lower = absl::AsciiStrToLower(text);
-  static constexpr struct {
-    const char* name;
-    v1::IrqIndex index;
-  } kNames[] = {{"intx", v1::IRQ_INDEX_INTX}, {"msi", v1::IRQ_INDEX_MSI},
-                {"msix", v1::IRQ_INDEX_MSIX}, {"msi-x", v1::IRQ_INDEX_MSIX},
-                {"err", v1::IRQ_INDEX_ERR},   {"req", v1::IRQ_INDEX_REQ}};
-  for (const auto& entry : kNames) {
-    if (lower == entry.name) return entry.index;
-  }
-  uint32_t number;
-  if (absl::SimpleAtoi(text, &number) && v1::IrqIndex_IsValid(static_cast<int>(number))) {
-    return static_cast<v1::IrqIndex>(number);
-  }
-  return absl::InvalidArgumentError(absl::StrCat("bad IRQ index \"", text, "\""));
-}
-
-absl::StatusOr<std::string> ParseHexBytes(absl::string_view text) {
-  if (absl::StartsWithIgnoreCase(text, "0x")) text.remove_prefix(2);
-  if (text.empty() || text.size() % 2 != 0) {
-    return absl::InvalidArgumentError("HEXBYTES needs an even, non-zero number of hex digits");
-  }
-  std::string bytes;
-  for (size_t i = 0; i < text.size(); i += 2) {
-    int value = 0;
-    for (size_t j = i; j < i + 2; ++j) {
-      const char c = absl::ascii_tolower(static_cast<unsigned char>(text[j]));
-      if (c >= '0' && c <= '9') {
-        value = value * 16 + (c - '0');
-      } else if (c >= 'a' && c <= 'f') {
-        value = value * 16 + (c - 'a' + 10);
-      } else {
-        return absl::InvalidArgumentError(absl::StrCat("bad hex digit '", std::string(1, c), "'"));
-      }
-    }
-    bytes.push_back(static_cast<char>(value));
-  }
-  return bytes;
-}
+using client::ParseHexBytes;
+using client::ParseIrqIndex;
+using client::ParseNumber;
+using client::ParseNumber32;
 
 // Takes a value for `--name VALUE` or `--name=VALUE` at args[*i]; nullopt when args[*i] is not
 // that option.
@@ -275,6 +260,41 @@ std::string HexDump64(absl::string_view data, uint64_t base) {
   return out;
 }
 
+// A JSON string literal.
+std::string JsonQuote(absl::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          absl::StrAppendFormat(&out, "\\u%04x", static_cast<unsigned char>(c));
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += "\"";
+  return out;
+}
+
+std::string IrqEventText(const v1::IrqEvent& e) {
+  return absl::StrFormat("%d.%09d %s vector %d count %d", e.timestamp_ns() / 1000000000,
+                         e.timestamp_ns() % 1000000000, IrqIndexName(e.index()), e.vector(),
+                         e.count());
+}
+
 std::string HexString(absl::string_view data) {
   std::string out;
   for (char c : data) absl::StrAppendFormat(&out, "%02x", static_cast<uint8_t>(c));
@@ -284,42 +304,120 @@ std::string HexString(absl::string_view data) {
 // --- Commands -------------------------------------------------------------------------------
 
 // Each command parses all of its arguments before its first call, so usage errors never wait
-// for a connection: the client connects on first use.
+// for a connection: the client connects on first use. A Cli is one connection: in a session,
+// every command runs on the same Cli, so ownership, guest memory and the watch stream carry
+// over from one command to the next.
 class Cli {
  public:
-  explicit Cli(Globals globals) : g_(std::move(globals)) {}
+  // `fd_channel`: connect the fd channel too (sessions and memory commands need it).
+  Cli(Globals globals, bool fd_channel) : g_(std::move(globals)), fd_channel_(fd_channel) {}
+  // Finish()es.
+  ~Cli() { Finish(); }
 
-  // Runs `args` (command first). RPC errors are returned; usage errors are thrown as
-  // UsageError, connection errors as ConnectError.
-  absl::Status Run(const std::vector<std::string>& args);
+  // Runs one command (`args`, command first) and reports its failure on stderr, prefixed with
+  // `where` ("line 3: "). Returns the exit code.
+  int RunCommand(const std::vector<std::string>& args, absl::string_view where = "");
+
+  // `session [--keep-going] [FILE]`: runs the lines of FILE (or stdin). Returns the exit code.
+  int Session(const std::vector<std::string>& args);
+
+  // Ends what this connection holds: closes the watch stream and, if this CLI owns the
+  // device, releases ownership, so the daemon's cleanup (interrupts off, DMA unmapped, memory
+  // released) is done before vfioctl exits rather than when the daemon notices the closed
+  // connection.
+  void Finish();
 
  private:
+  // Runs `args`. RPC errors are returned; usage errors are thrown as UsageError, connection
+  // errors as ConnectError.
+  absl::Status Run(const std::vector<std::string>& args);
+
   absl::Status Info();
   absl::Status Config(const std::vector<std::string>& args);
   absl::Status Region(const std::vector<std::string>& args);
+  absl::Status RegionPoll32(const std::vector<std::string>& args);
   absl::Status Irq(const std::vector<std::string>& args);
   absl::Status IrqWatch(const std::vector<std::string>& args);
+  absl::Status IrqWatchStart(const std::vector<std::string>& args);
+  absl::Status IrqWait(const std::vector<std::string>& args);
+  absl::Status Memory(const std::vector<std::string>& args);
+  absl::Status MemoryCreate(const std::vector<std::string>& args);
+  absl::Status Dma(const std::vector<std::string>& args);
+  absl::Status ExpectError(const std::vector<std::string>& args);
   absl::Status State();
   void Done(absl::string_view text);
   VfioClient* client();
 
+  // A memory ID argument: a number, or a NAME given to `memory create`.
+  uint64_t MemoryIdOrUsage(const std::string& text) const;
+  // The local mapping of memory `id`; NOT_FOUND when this vfioctl did not create it.
+  absl::StatusOr<client::GuestMemory*> LocalMemory(uint64_t id);
+  // The daemon forgot every registration (ownership released): forget the local mappings.
+  void ForgetMemory();
+
   Globals g_;
+  const bool fd_channel_;
+  bool in_session_ = false;
+  // Connecting (or claiming with --claim) failed: a session cannot go on.
+  bool connect_failed_ = false;
+  // This CLI claimed ownership (--claim or `claim`) and has not released it.
+  bool owner_ = false;
   std::unique_ptr<VfioClient> client_;
+  // Guest memory created by `memory create`, by daemon memory id, and their names.
+  std::map<uint64_t, client::GuestMemory> memory_;
+  std::map<std::string, uint64_t> memory_names_;
+  // The stream of `irq watch-start`, and events `irq wait` took from it for another index.
+  std::unique_ptr<vfiod::IrqWatch> watch_;
+  std::deque<v1::IrqEvent> pending_events_;
 };
+
+// "config read", "region write32", "memory create", ...: a command's name for messages.
+std::string CommandName(const std::vector<std::string>& command) {
+  if (command.empty()) return "";
+  std::string name = command[0];
+  if (command.size() > 1 && !absl::StartsWith(command[1], "-") &&
+      (name == "config" || name == "region" || name == "irq" || name == "memory" ||
+       name == "dma")) {
+    absl::StrAppend(&name, " ", command[1]);
+  }
+  return name;
+}
+
+// Whether `command` needs the fd channel (memory commands, also under expect-error).
+bool NeedsFdChannel(const std::vector<std::string>& command) {
+  size_t i = 0;
+  while (i < command.size() && command[i] == "expect-error") i += 2;
+  return i < command.size() && (command[i] == "memory" || command[i] == "session");
+}
 
 VfioClient* Cli::client() {
   if (client_ != nullptr) return client_.get();
   ConnectOptions options;
   options.default_timeout = g_.timeout;
-  options.fd_channel = false;
+  options.fd_channel = fd_channel_;
   absl::StatusOr<std::unique_ptr<VfioClient>> client = VfioClient::Connect(g_.socket, options);
   if (!client.ok()) throw ConnectError{"connect", client.status()};
   if (g_.claim) {
     absl::Status status = (*client)->ClaimOwnership();
     if (!status.ok()) throw ConnectError{"claim", status};
+    owner_ = true;
   }
   client_ = std::move(*client);
   return client_.get();
+}
+
+void Cli::Finish() {
+  if (watch_ != nullptr) {
+    watch_->Cancel();
+    watch_.reset();
+  }
+  pending_events_.clear();
+  if (owner_ && client_ != nullptr) {
+    // Best effort: when it fails, the daemon cleans up once it sees the connection close.
+    (void)client_->ReleaseOwnership();
+    owner_ = false;
+  }
+  ForgetMemory();
 }
 
 void Cli::Done(absl::string_view text) {
@@ -328,6 +426,103 @@ void Cli::Done(absl::string_view text) {
   } else if (!text.empty()) {
     std::cout << text << "\n";
   }
+}
+
+int Cli::RunCommand(const std::vector<std::string>& args, absl::string_view where) {
+  const std::string name = CommandName(args);
+  int code = kExitOk;
+  try {
+    absl::Status status = Run(args);
+    if (!status.ok()) {
+      std::cout.flush();
+      std::cerr << absl::StrFormat("vfioctl: %s%s: %s: %s\n", where, name,
+                                   absl::StatusCodeToString(status.code()), status.message());
+      code = kExitRpcError;
+    }
+  } catch (const UsageError& error) {
+    std::cout.flush();
+    std::cerr << "vfioctl: " << where << name << ": " << error.message << "\n";
+    code = kExitUsage;
+  } catch (const ConnectError& error) {
+    connect_failed_ = true;
+    std::cout.flush();
+    std::cerr << absl::StrFormat("vfioctl: %s%s: %s: %s\n", where, error.stage,
+                                 absl::StatusCodeToString(error.status.code()),
+                                 error.status.message());
+    code = kExitRpcError;
+  }
+  std::cout.flush();
+  return code;
+}
+
+int Cli::Session(const std::vector<std::string>& args) {
+  bool keep_going = false;
+  std::optional<std::string> path;
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--keep-going") {
+      keep_going = true;
+    } else if (absl::StartsWith(args[i], "-") && args[i] != "-") {
+      std::cerr << "vfioctl: session: unknown option " << args[i] << "\n";
+      return kExitUsage;
+    } else if (path.has_value()) {
+      std::cerr << "vfioctl: session: usage: vfioctl session [--keep-going] [FILE]\n";
+      return kExitUsage;
+    } else {
+      path = args[i];
+    }
+  }
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (path.has_value() && *path != "-") {
+    file.open(*path);
+    if (!file.is_open()) {
+      const int error = errno;
+      std::cerr << absl::StrFormat("vfioctl: session: cannot open %s: %s\n", *path,
+                                   std::strerror(error));
+      return kExitRpcError;
+    }
+    in = &file;
+  }
+
+  in_session_ = true;
+  int exit_code = kExitOk;
+  int failures = 0;
+  int commands = 0;
+  int line_number = 0;
+  std::string line;
+  while (std::getline(*in, line)) {
+    ++line_number;
+    const std::vector<std::string> words = client::SplitSessionLine(line);
+    if (words.empty()) continue;
+    ++commands;
+    const std::string text = absl::StrJoin(words, " ");
+    if (g_.json) {
+      std::cout << absl::StrFormat("{\"command\":%s,\"line\":%d}\n", JsonQuote(text), line_number);
+    } else {
+      std::cout << "> " << text << "\n";
+    }
+    std::cout.flush();
+    const int code = RunCommand(words, absl::StrCat("line ", line_number, ": "));
+    if (code == kExitOk) continue;
+    ++failures;
+    if (exit_code == kExitOk) exit_code = code;
+    // Without a connection, no later line can run.
+    if (!keep_going || connect_failed_) {
+      std::cerr << absl::StrFormat("vfioctl: session stopped at line %d\n", line_number);
+      break;
+    }
+  }
+  if (in->bad()) {
+    std::cerr << "vfioctl: session: read error\n";
+    if (exit_code == kExitOk) exit_code = kExitRpcError;
+  }
+  if (keep_going && failures > 0) {
+    std::cerr << absl::StrFormat("vfioctl: session: %d of %d commands failed\n", failures,
+                                 commands);
+  }
+  Finish();
+  in_session_ = false;
+  return exit_code;
 }
 
 absl::Status Cli::Run(const std::vector<std::string>& args) {
@@ -339,20 +534,41 @@ absl::Status Cli::Run(const std::vector<std::string>& args) {
   if (command == "config") return Config(args);
   if (command == "region") return Region(args);
   if (command == "irq") return Irq(args);
+  if (command == "memory") return Memory(args);
+  if (command == "dma") return Dma(args);
+  if (command == "expect-error") return ExpectError(args);
   if (command == "state") {
     ExpectArgs(args, 1, "state");
     return State();
   }
+  if (command == "sleep") {
+    ExpectArgs(args, 2, "sleep DURATION");
+    absl::SleepFor(ParseDurationOrUsage(args[1]));
+    Done("");
+    return absl::OkStatus();
+  }
+  if (command == "session") {
+    throw UsageError{in_session_ ? "sessions cannot be nested"
+                                 : "session must be the command itself, not an argument"};
+  }
   if (command == "claim") {
     ExpectArgs(args, 1, "claim");
     absl::Status status = client()->ClaimOwnership();
-    if (status.ok()) Done("ownership claimed (it ends when vfioctl exits)");
+    if (status.ok()) {
+      owner_ = true;
+      Done(in_session_ ? "ownership claimed (it ends with the session)"
+                       : "ownership claimed (it ends when vfioctl exits)");
+    }
     return status;
   }
   if (command == "release") {
     ExpectArgs(args, 1, "release");
     absl::Status status = client()->ReleaseOwnership();
-    if (status.ok()) Done("ownership released");
+    if (status.ok()) {
+      owner_ = false;
+      ForgetMemory();
+      Done("ownership released");
+    }
     return status;
   }
   if (command == "reset") {
@@ -362,6 +578,226 @@ absl::Status Cli::Run(const std::vector<std::string>& args) {
     return status;
   }
   throw UsageError{absl::StrCat("unknown command \"", command, "\"")};
+}
+
+absl::Status Cli::ExpectError(const std::vector<std::string>& args) {
+  if (args.size() < 3) throw UsageError{"usage: vfioctl expect-error CODE COMMAND ..."};
+  const absl::StatusCode expected = OrUsage(client::ParseStatusCodeName(args[1]));
+  const std::vector<std::string> command(args.begin() + 2, args.end());
+  absl::Status status;
+  try {
+    status = Run(command);
+  } catch (const ConnectError& error) {
+    status = error.status;
+  }
+  const std::string expected_name = absl::StatusCodeToString(expected);
+  if (status.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("expected %s, but %s succeeded", expected_name, CommandName(command)));
+  }
+  if (status.code() != expected) {
+    return absl::FailedPreconditionError(absl::StrFormat("expected %s, got %s: %s", expected_name,
+                                                         absl::StatusCodeToString(status.code()),
+                                                         status.message()));
+  }
+  if (g_.json) {
+    std::cout << absl::StrFormat("{\"expected_error\":%s,\"message\":%s}\n",
+                                 JsonQuote(expected_name), JsonQuote(status.message()));
+  } else {
+    std::cout << absl::StrFormat("failed as expected: %s: %s\n", expected_name, status.message());
+  }
+  return absl::OkStatus();
+}
+
+uint64_t Cli::MemoryIdOrUsage(const std::string& text) const {
+  if (auto it = memory_names_.find(text); it != memory_names_.end()) return it->second;
+  if (!text.empty() && absl::ascii_isalpha(static_cast<unsigned char>(text[0]))) {
+    throw UsageError{absl::StrCat("no memory named \"", text, "\" (memory create SIZE NAME)")};
+  }
+  return OrUsage(ParseNumber(text, "memory ID"));
+}
+
+absl::StatusOr<client::GuestMemory*> Cli::LocalMemory(uint64_t id) {
+  auto it = memory_.find(id);
+  if (it == memory_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "memory ", id, " was not created by this vfioctl (memory create), so it cannot see it"));
+  }
+  return &it->second;
+}
+
+void Cli::ForgetMemory() {
+  memory_.clear();
+  memory_names_.clear();
+}
+
+absl::Status Cli::Memory(const std::vector<std::string>& args) {
+  const std::string sub = args.size() >= 2 ? args[1] : "";
+  if (sub == "create") return MemoryCreate(args);
+  if (sub == "fill") {
+    ExpectArgs(args, 6, "memory fill ID OFFSET LENGTH PATTERN");
+    const uint64_t id = MemoryIdOrUsage(args[2]);
+    const uint64_t offset = OrUsage(ParseNumber(args[3], "OFFSET"));
+    const uint64_t length = OrUsage(ParseNumber(args[4], "LENGTH"));
+    const client::FillPattern pattern = OrUsage(client::ParseFillPattern(args[5]));
+    absl::StatusOr<client::GuestMemory*> memory = LocalMemory(id);
+    if (!memory.ok()) return memory.status();
+    if (absl::Status status = (*memory)->Fill(offset, length, pattern); !status.ok()) {
+      return status;
+    }
+    Done(absl::StrFormat("filled %s bytes at %s with %s", Hex(length), Hex(offset),
+                         client::FillPatternName(pattern)));
+    return absl::OkStatus();
+  }
+  if (sub == "dump") {
+    ExpectArgs(args, 5, "memory dump ID OFFSET LENGTH");
+    const uint64_t id = MemoryIdOrUsage(args[2]);
+    const uint64_t offset = OrUsage(ParseNumber(args[3], "OFFSET"));
+    const uint64_t length = OrUsage(ParseNumber(args[4], "LENGTH"));
+    absl::StatusOr<client::GuestMemory*> memory = LocalMemory(id);
+    if (!memory.ok()) return memory.status();
+    absl::StatusOr<std::string> data = (*memory)->Read(offset, length);
+    if (!data.ok()) return data.status();
+    if (g_.json) {
+      std::cout << absl::StrFormat("{\"memory_id\":%d,\"offset\":%d,\"data\":\"%s\"}\n", id, offset,
+                                   HexString(*data));
+    } else {
+      std::cout << HexDump64(*data, offset);
+    }
+    return absl::OkStatus();
+  }
+  if (sub == "compare") {
+    ExpectArgs(args, 6, "memory compare ID OFFSET_A OFFSET_B LENGTH");
+    const uint64_t id = MemoryIdOrUsage(args[2]);
+    const uint64_t offset_a = OrUsage(ParseNumber(args[3], "OFFSET_A"));
+    const uint64_t offset_b = OrUsage(ParseNumber(args[4], "OFFSET_B"));
+    const uint64_t length = OrUsage(ParseNumber(args[5], "LENGTH"));
+    absl::StatusOr<client::GuestMemory*> memory = LocalMemory(id);
+    if (!memory.ok()) return memory.status();
+    absl::StatusOr<std::optional<uint64_t>> difference =
+        (*memory)->Compare(offset_a, offset_b, length);
+    if (!difference.ok()) return difference.status();
+    if (!difference->has_value()) {
+      if (g_.json) {
+        std::cout << absl::StrFormat("{\"equal\":true,\"length\":%d}\n", length);
+      } else {
+        std::cout << absl::StrFormat("equal: %s bytes at %s and %s\n", Hex(length), Hex(offset_a),
+                                     Hex(offset_b));
+      }
+      return absl::OkStatus();
+    }
+    const uint64_t at = **difference;
+    const std::string a = *(*memory)->Read(offset_a + at, 1);
+    const std::string b = *(*memory)->Read(offset_b + at, 1);
+    if (g_.json) {
+      std::cout << absl::StrFormat("{\"equal\":false,\"length\":%d,\"first_difference\":%d}\n",
+                                   length, at);
+    }
+    return absl::DataLossError(
+        absl::StrFormat("the ranges differ first at +%s: 0x%02x at %s, 0x%02x at %s", Hex(at),
+                        static_cast<uint8_t>(a[0]), Hex(offset_a + at), static_cast<uint8_t>(b[0]),
+                        Hex(offset_b + at)));
+  }
+  if (sub == "unregister") {
+    ExpectArgs(args, 3, "memory unregister ID");
+    const uint64_t id = MemoryIdOrUsage(args[2]);
+    absl::Status status = client()->UnregisterMemory(id);
+    if (!status.ok()) return status;
+    memory_.erase(id);
+    for (auto it = memory_names_.begin(); it != memory_names_.end();) {
+      it = it->second == id ? memory_names_.erase(it) : std::next(it);
+    }
+    Done(absl::StrCat("memory ", id, " unregistered"));
+    return absl::OkStatus();
+  }
+  throw UsageError{"usage: vfioctl memory create|fill|dump|compare|unregister ..."};
+}
+
+absl::Status Cli::MemoryCreate(const std::vector<std::string>& args) {
+  if (args.size() != 3 && args.size() != 4) {
+    throw UsageError{"usage: vfioctl memory create SIZE [NAME]"};
+  }
+  const uint64_t size = OrUsage(ParseNumber(args[2], "SIZE"));
+  if (size == 0) throw UsageError{"SIZE must be > 0"};
+  std::string name;
+  if (args.size() == 4) {
+    name = args[3];
+    bool valid = absl::ascii_isalpha(static_cast<unsigned char>(name[0]));
+    for (char c : name) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') {
+        valid = false;
+      }
+    }
+    if (!valid) {
+      throw UsageError{
+          absl::StrCat("bad NAME \"", name, "\" (a letter, then letters, digits, _ or -)")};
+    }
+    if (memory_names_.count(name) != 0) {
+      throw UsageError{absl::StrCat("memory \"", name, "\" exists already")};
+    }
+  }
+  absl::StatusOr<client::UniqueFd> fd = VfioClient::CreateSealedMemfd("vfioctl-guest", size);
+  if (!fd.ok()) return fd.status();
+  absl::StatusOr<client::GuestMemory> memory = client::GuestMemory::Map(*std::move(fd), size);
+  if (!memory.ok()) return memory.status();
+  absl::StatusOr<v1::RegisterMemoryResponse> registered =
+      client()->RegisterMemory(memory->fd(), size);
+  if (!registered.ok()) return registered.status();
+  const uint64_t id = registered->memory_id();
+  memory_.insert_or_assign(id, *std::move(memory));
+  if (!name.empty()) memory_names_[name] = id;
+  if (g_.json) {
+    std::cout << absl::StrFormat("{\"memory_id\":%d,\"size\":%d%s}\n", id, registered->size(),
+                                 name.empty() ? "" : absl::StrCat(",\"name\":", JsonQuote(name)));
+  } else {
+    std::cout << absl::StrFormat("memory %d: %s bytes (%s)%s\n", id, Hex(registered->size()),
+                                 client::FormatSize(registered->size()),
+                                 name.empty() ? "" : absl::StrCat(", named ", name));
+  }
+  if (!in_session_) {
+    std::cerr << "vfioctl: note: the memory is released when this vfioctl exits; run memory "
+                 "commands in a session\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Cli::Dma(const std::vector<std::string>& args) {
+  const std::string sub = args.size() >= 2 ? args[1] : "";
+  if (sub == "map") {
+    if (args.size() != 6 && args.size() != 7) {
+      throw UsageError{"usage: vfioctl dma map IOVA SIZE ID OFFSET [r|w|rw]"};
+    }
+    const uint64_t iova = OrUsage(ParseNumber(args[2], "IOVA"));
+    const uint64_t size = OrUsage(ParseNumber(args[3], "SIZE"));
+    const uint64_t id = MemoryIdOrUsage(args[4]);
+    const uint64_t offset = OrUsage(ParseNumber(args[5], "OFFSET"));
+    const client::DmaAccess access =
+        args.size() == 7 ? OrUsage(client::ParseDmaAccess(args[6])) : client::DmaAccess{true, true};
+    absl::Status status =
+        client()->MapDma(iova, size, id, offset, access.device_read, access.device_write);
+    if (status.ok()) {
+      Done(absl::StrFormat(
+          "mapped IOVA %s-%s to memory %d at %s (device %s)", Hex(iova), Hex(iova + size - 1), id,
+          Hex(offset),
+          absl::StrCat(access.device_read ? "r" : "", access.device_write ? "w" : "")));
+    }
+    return status;
+  }
+  if (sub == "unmap") {
+    ExpectArgs(args, 4, "dma unmap IOVA SIZE");
+    const uint64_t iova = OrUsage(ParseNumber(args[2], "IOVA"));
+    const uint64_t size = OrUsage(ParseNumber(args[3], "SIZE"));
+    absl::StatusOr<v1::UnmapDmaResponse> response = client()->UnmapDma(iova, size);
+    if (!response.ok()) return response.status();
+    if (g_.json) {
+      std::cout << ToJson(*response) << "\n";
+    } else {
+      std::cout << absl::StrFormat("unmapped %s bytes in %d mappings\n",
+                                   Hex(response->unmapped_bytes()), response->unmapped_mappings());
+    }
+    return absl::OkStatus();
+  }
+  throw UsageError{"usage: vfioctl dma map|unmap IOVA SIZE ..."};
 }
 
 absl::Status Cli::Info() {
@@ -566,12 +1002,26 @@ absl::Status Cli::Region(const std::vector<std::string>& args) {
     if (status.ok()) Done("");
     return status;
   }
-  throw UsageError{"usage: vfioctl region read|read32|write|write32 INDEX OFFSET ..."};
+  if (sub == "poll32") return RegionPoll32(args);
+  throw UsageError{"usage: vfioctl region read|read32|write|write32|poll32 INDEX OFFSET ..."};
 }
 
 absl::Status Cli::Irq(const std::vector<std::string>& args) {
   const std::string sub = args.size() >= 2 ? args[1] : "";
   if (sub == "watch") return IrqWatch(args);
+  if (sub == "watch-start") return IrqWatchStart(args);
+  if (sub == "wait") return IrqWait(args);
+  if (sub == "watch-stop") {
+    ExpectArgs(args, 2, "irq watch-stop");
+    if (watch_ == nullptr) {
+      return absl::FailedPreconditionError("no watch stream is open (irq watch-start)");
+    }
+    watch_->Cancel();
+    watch_.reset();
+    pending_events_.clear();
+    Done("watch stream closed");
+    return absl::OkStatus();
+  }
   if (sub == "enable-watch") {
     ExpectArgs(args, 5, "irq enable-watch INDEX START COUNT");
     const v1::IrqIndex index = OrUsage(ParseIrqIndex(args[2]));
@@ -597,7 +1047,9 @@ absl::Status Cli::Irq(const std::vector<std::string>& args) {
     if (status.ok()) Done("");
     return status;
   }
-  throw UsageError{"usage: vfioctl irq watch|enable-watch|disable|mask|unmask ..."};
+  throw UsageError{
+      "usage: vfioctl irq watch|watch-start|wait|watch-stop|enable-watch|disable|mask|unmask "
+      "..."};
 }
 
 absl::Status Cli::IrqWatch(const std::vector<std::string>& args) {
@@ -645,10 +1097,7 @@ absl::Status Cli::IrqWatch(const std::vector<std::string>& args) {
     if (g_.json) {
       std::cout << ToJson(e) << std::endl;
     } else {
-      std::cout << absl::StrFormat("%d.%09d %s vector %d count %d\n", e.timestamp_ns() / 1000000000,
-                                   e.timestamp_ns() % 1000000000, IrqIndexName(e.index()),
-                                   e.vector(), e.count())
-                << std::flush;
+      std::cout << IrqEventText(e) << std::endl;
     }
   }
   (*watch)->Cancel();
@@ -657,6 +1106,110 @@ absl::Status Cli::IrqWatch(const std::vector<std::string>& args) {
                                                        absl::FormatDuration(timeout)));
   }
   return absl::OkStatus();
+}
+
+absl::Status Cli::RegionPoll32(const std::vector<std::string>& args) {
+  if (args.size() != 6 && args.size() != 7) {
+    throw UsageError{"usage: vfioctl region poll32 INDEX OFFSET MASK VALUE [TIMEOUT]"};
+  }
+  const uint32_t index = OrUsage(ParseNumber32(args[2], "INDEX"));
+  const uint64_t offset = OrUsage(ParseNumber(args[3], "OFFSET"));
+  const uint32_t mask = OrUsage(ParseNumber32(args[4], "MASK"));
+  const uint32_t expected = OrUsage(ParseNumber32(args[5], "VALUE"));
+  const absl::Duration timeout = args.size() == 7 ? ParseDurationOrUsage(args[6]) : kWaitTimeout;
+  if ((expected & ~mask) != 0) {
+    throw UsageError{absl::StrFormat("VALUE 0x%x has bits outside MASK 0x%x: it can never match",
+                                     expected, mask)};
+  }
+  const absl::Time start = absl::Now();
+  const absl::Time deadline = start + timeout;
+  absl::Duration pause = absl::Microseconds(100);
+  uint64_t reads = 0;
+  for (;;) {
+    absl::StatusOr<uint32_t> value = client()->ReadRegion32(index, offset);
+    if (!value.ok()) return value.status();
+    ++reads;
+    if ((*value & mask) == expected) {
+      if (g_.json) {
+        std::cout << absl::StrFormat("{\"index\":%d,\"offset\":%d,\"value\":%d,\"reads\":%d}\n",
+                                     index, offset, *value, reads);
+      } else {
+        std::cout << absl::StrFormat("0x%08x (after %d %s)\n", *value, reads,
+                                     reads == 1 ? "read" : "reads");
+      }
+      return absl::OkStatus();
+    }
+    const absl::Time now = absl::Now();
+    if (now >= deadline) {
+      const std::string waited =
+          timeout == absl::ZeroDuration() ? "0s" : absl::FormatDuration(timeout);
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "0x%08x & 0x%x = 0x%x, not 0x%x, after %d %s (timeout %s)", *value, mask,
+          *value & mask, expected, reads, reads == 1 ? "read" : "reads", waited));
+    }
+    absl::SleepFor(std::min(pause, deadline - now));
+    pause = std::min(pause * 2, absl::Milliseconds(10));
+  }
+}
+
+absl::Status Cli::IrqWatchStart(const std::vector<std::string>& args) {
+  std::vector<v1::IrqIndex> indexes;
+  for (size_t i = 2; i < args.size(); ++i) indexes.push_back(OrUsage(ParseIrqIndex(args[i])));
+  if (watch_ != nullptr) {
+    return absl::FailedPreconditionError("a watch stream is open already (irq watch-stop)");
+  }
+  absl::StatusOr<std::unique_ptr<vfiod::IrqWatch>> watch = client()->WatchIrqs(indexes);
+  if (!watch.ok()) return watch.status();
+  // Interrupts before the daemon has the subscription would not be streamed: wait for it.
+  if (absl::Status status = (*watch)->WaitStarted(g_.timeout); !status.ok()) return status;
+  watch_ = *std::move(watch);
+  pending_events_.clear();
+  std::vector<std::string> names;
+  for (v1::IrqIndex index : indexes) names.push_back(IrqIndexName(index));
+  Done(absl::StrCat("watching ", names.empty() ? "every index" : absl::StrJoin(names, " ")));
+  return absl::OkStatus();
+}
+
+absl::Status Cli::IrqWait(const std::vector<std::string>& args) {
+  if (args.size() != 3 && args.size() != 4) {
+    throw UsageError{"usage: vfioctl irq wait INDEX [TIMEOUT]"};
+  }
+  const v1::IrqIndex index = OrUsage(ParseIrqIndex(args[2]));
+  const absl::Duration timeout = args.size() == 4 ? ParseDurationOrUsage(args[3]) : kWaitTimeout;
+  if (watch_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "no watch stream is open: run irq watch-start first, in the same session");
+  }
+  auto print = [this](const v1::IrqEvent& event) {
+    if (g_.json) {
+      std::cout << ToJson(event) << "\n";
+    } else {
+      std::cout << IrqEventText(event) << "\n";
+    }
+    return absl::OkStatus();
+  };
+  // An event of this index taken earlier, while waiting for another index.
+  for (auto it = pending_events_.begin(); it != pending_events_.end(); ++it) {
+    if (it->index() != index) continue;
+    const v1::IrqEvent event = *it;
+    pending_events_.erase(it);
+    return print(event);
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    const absl::Duration left = std::max(deadline - absl::Now(), absl::ZeroDuration());
+    absl::StatusOr<std::optional<v1::IrqEvent>> event = watch_->Next(left);
+    if (!event.ok()) return event.status();
+    if (event->has_value()) {
+      if ((*event)->index() == index) return print(**event);
+      pending_events_.push_back(**std::move(event));
+      continue;
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "no %s interrupt within %s", IrqIndexName(index), absl::FormatDuration(timeout)));
+    }
+  }
 }
 
 absl::Status Cli::State() {
@@ -759,29 +1312,9 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
   command.assign(args.begin() + i, args.end());
-  // The command's name for error messages: "config read", "region write32", ...
-  std::string name = command[0];
-  if (command.size() > 1 && !absl::StartsWith(command[1], "-") &&
-      (name == "config" || name == "region" || name == "irq")) {
-    absl::StrAppend(&name, " ", command[1]);
-  }
-
-  auto fail = [&](absl::string_view what, const absl::Status& status) {
-    std::cerr << absl::StrFormat("vfioctl: %s: %s: %s\n", what,
-                                 absl::StatusCodeToString(status.code()), status.message());
-    return kExitRpcError;
-  };
-  Cli cli(globals);
-  try {
-    absl::Status status = cli.Run(command);
-    if (!status.ok()) return fail(name, status);
-  } catch (const UsageError& error) {
-    std::cerr << "vfioctl: " << name << ": " << error.message << "\n";
-    return kExitUsage;
-  } catch (const ConnectError& error) {
-    return fail(error.stage, error.status);
-  }
-  return kExitOk;
+  Cli cli(globals, NeedsFdChannel(command));
+  if (command[0] == "session") return cli.Session(command);
+  return cli.RunCommand(command);
 }
 
 }  // namespace

@@ -39,14 +39,16 @@
 #include "daemon/service/vfio_device_service.h"
 #include "daemon/sim/sim_backend.h"
 #include "daemon/transport/transport.h"
+#include "daemon/vfio/vfio_backend.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
 
 ABSL_FLAG(std::string, device, "",
-          "The device to serve: sim:<model>[,<option>...] for a simulated device (models: edu; "
-          "options: reset).");
+          "The device to serve: a PCI device bound to vfio-pci, by address (0000:00:03.0 or "
+          "00:03.0) or sysfs path (/sys/bus/pci/devices/0000:00:03.0); or "
+          "sim:<model>[,<option>...] for a simulated device (models: edu; options: reset).");
 ABSL_FLAG(std::string, listen, "",
           "Serve gRPC on this UNIX socket path, and the fd channel on PATH.fds.");
 ABSL_FLAG(std::string, socket_mode, "0600", "Permissions of the --listen sockets (octal).");
@@ -110,8 +112,7 @@ absl::StatusOr<std::unique_ptr<DeviceBackend>> OpenBackend(absl::string_view dev
   if (absl::StartsWith(device, "sim:")) {
     return CreateSimulatedBackend(device.substr(4));
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--device: \"", device, "\" is not a device this vfiod serves (expected sim:edu)"));
+  return OpenVfioBackend(device);
 }
 
 absl::StatusOr<UniqueFd> InheritedSocket(int fd, absl::string_view flag) {

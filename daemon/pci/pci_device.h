@@ -28,6 +28,7 @@
 #include "daemon/backend/device_backend.h"
 #include "daemon/base/event_fd.h"
 #include "daemon/base/unique_fd.h"
+#include "daemon/pci/irq_types.h"
 
 namespace vfiod {
 
@@ -88,52 +89,6 @@ struct DmaMapRequest {
 struct UnmapResult {
   uint64_t bytes = 0;
   uint32_t mappings = 0;
-};
-
-// A SET_IRQS request as the service decoded it; the eventfds are owned (already checked to be
-// eventfds by EventFd::Adopt).
-struct IrqRequest {
-  enum class Data { kNone, kBool, kEventfd, kWatch };
-  IrqIndex index = IrqIndex::kIntx;
-  uint32_t start = 0;
-  uint32_t count = 0;
-  IrqAction action = IrqAction::kTrigger;
-  Data data = Data::kNone;
-  std::vector<bool> bools;                      // kBool: exactly `count` values
-  std::vector<std::optional<EventFd>> eventfds;  // kEventfd: exactly `count`; nullopt = remove
-};
-
-struct IrqVectorState {
-  enum class Trigger { kNone, kClientEventfd, kWatch };
-  uint32_t vector = 0;
-  Trigger trigger = Trigger::kNone;
-  bool masked = false;
-  bool unmask_eventfd = false;
-  uint64_t delivered = 0;
-};
-
-struct IrqIndexState {
-  IrqIndex index = IrqIndex::kIntx;
-  bool enabled = false;
-  std::vector<IrqVectorState> vectors;  // every vector the index has
-};
-
-struct IrqEvent {
-  IrqIndex index = IrqIndex::kIntx;
-  uint32_t vector = 0;
-  uint64_t count = 0;
-  uint64_t timestamp_ns = 0;  // CLOCK_MONOTONIC
-};
-
-// A WatchIrqs subscriber's queue. Thread-safe. Events are queued from the moment of
-// subscription; a subscriber that falls more than 1024 events behind loses the oldest.
-class IrqSubscription {
- public:
-  virtual ~IrqSubscription() = default;
-  // Blocks until an event is queued (returns it), `deadline` passes or the subscription is
-  // closed (both return nullopt; closed() tells which).
-  virtual std::optional<IrqEvent> Next(absl::Time deadline) = 0;
-  virtual bool closed() const = 0;
 };
 
 struct DeviceSnapshot {

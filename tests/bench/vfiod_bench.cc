@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -158,10 +160,11 @@ int Run() {
   results.push_back(Measure("direct backend ReadRegion 4 B", [&] {
     (void)(*backend)->ReadRegion(0, 0x04, absl::MakeSpan(buffer));
   }));
-  grpc::CompletionQueue unused;
   results.push_back(Measure("gRPC unary Health/Check", [&] {
     grpc::ClientContext context;
-    grpc::ByteBuffer request, response;
+    grpc::Slice empty_message("");  // an empty HealthCheckRequest
+    grpc::ByteBuffer request(&empty_message, 1);
+    grpc::ByteBuffer response;
     std::mutex mu;
     std::condition_variable cv;
     bool done = false;

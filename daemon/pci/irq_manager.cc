@@ -1,0 +1,829 @@
+#include "daemon/pci/irq_manager.h"
+
+#include <sys/epoll.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <deque>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "daemon/base/errno_status.h"
+#include "daemon/base/logging.h"
+#include "daemon/base/status_macros.h"
+
+namespace vfiod {
+namespace {
+
+using Trigger = IrqVectorState::Trigger;
+using Data = IrqRequest::Data;
+
+// The PCI limit (MSI-X table size); a backend reporting more is broken.
+constexpr uint32_t kMaxVectorsPerIndex = 2048;
+
+absl::string_view IndexName(IrqIndex index) {
+  switch (index) {
+    case IrqIndex::kIntx:
+      return "INTx";
+    case IrqIndex::kMsi:
+      return "MSI";
+    case IrqIndex::kMsix:
+      return "MSI-X";
+    case IrqIndex::kErr:
+      return "ERR";
+    case IrqIndex::kReq:
+      return "REQ";
+  }
+  return "unknown";
+}
+
+absl::string_view ActionName(IrqAction action) {
+  switch (action) {
+    case IrqAction::kTrigger:
+      return "TRIGGER";
+    case IrqAction::kMask:
+      return "MASK";
+    case IrqAction::kUnmask:
+      return "UNMASK";
+  }
+  return "unknown";
+}
+
+absl::string_view DataName(Data data) {
+  switch (data) {
+    case Data::kNone:
+      return "none";
+    case Data::kBool:
+      return "bool";
+    case Data::kEventfd:
+      return "eventfd";
+    case Data::kWatch:
+      return "watch";
+  }
+  return "unknown";
+}
+
+uint32_t Raw(IrqIndex index) { return static_cast<uint32_t>(index); }
+
+// MSI and MSI-X vectors cannot be masked by the kernel; the manager emulates it.
+bool IsEmulated(IrqIndex index) { return index == IrqIndex::kMsi || index == IrqIndex::kMsix; }
+
+uint64_t MonotonicNowNs() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+std::string Describe(const IrqRequest& r) {
+  return absl::StrCat(ActionName(r.action), " ", IndexName(r.index), " [", r.start, ", ",
+                      uint64_t{r.start} + r.count, ") data ", DataName(r.data));
+}
+
+absl::Status BackendError(const IrqRequest& r, const absl::Status& status) {
+  return absl::Status(status.code(), absl::StrCat("SetIrqs: ", Describe(r), ": ", status.message()));
+}
+
+absl::Status Prefixed(absl::string_view op, const absl::Status& status) {
+  return absl::Status(status.code(), absl::StrCat(op, ": ", status.message()));
+}
+
+}  // namespace
+
+// Subscriptions and the count of live ones; shared with each subscription so that a
+// subscription may outlive the manager.
+struct IrqManager::Registry {
+  absl::Mutex mu;
+  std::vector<std::weak_ptr<Subscription>> subscriptions ABSL_GUARDED_BY(mu);
+  uint32_t live ABSL_GUARDED_BY(mu) = 0;
+};
+
+class IrqManager::Subscription : public IrqSubscription {
+ public:
+  // `filter`: bit i set = events of IrqIndex i are wanted. The caller has counted this
+  // subscription in registry->live.
+  Subscription(std::shared_ptr<Registry> registry, uint32_t filter)
+      : registry_(std::move(registry)), filter_(filter) {}
+
+  ~Subscription() override {
+    absl::MutexLock lock(&registry_->mu);
+    --registry_->live;
+  }
+
+  std::optional<IrqEvent> Next(absl::Time deadline) override {
+    absl::MutexLock lock(&mu_);
+    while (queue_.empty() && !closed_) {
+      if (cv_.WaitWithDeadline(&mu_, deadline)) break;  // true: the deadline passed
+    }
+    if (queue_.empty()) return std::nullopt;
+    IrqEvent event = queue_.front();
+    queue_.pop_front();
+    return event;
+  }
+
+  bool closed() const override {
+    absl::MutexLock lock(&mu_);
+    return closed_;
+  }
+
+  void Push(const std::vector<IrqEvent>& events) {
+    absl::MutexLock lock(&mu_);
+    if (closed_) return;
+    bool queued = false;
+    for (const IrqEvent& event : events) {
+      if ((filter_ & (1u << Raw(event.index))) == 0) continue;
+      if (queue_.size() >= kSubscriptionQueueLimit) {
+        queue_.pop_front();
+        ++dropped_;
+      }
+      queue_.push_back(event);
+      queued = true;
+    }
+    if (queued) cv_.SignalAll();
+  }
+
+  void Close() {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+    cv_.SignalAll();
+  }
+
+ private:
+  const std::shared_ptr<Registry> registry_;
+  const uint32_t filter_;
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::deque<IrqEvent> queue_ ABSL_GUARDED_BY(mu_);
+  uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+absl::StatusOr<std::unique_ptr<IrqManager>> IrqManager::Create(DeviceBackend* backend,
+                                                               uint32_t max_watchers) {
+  if (backend == nullptr) return absl::InvalidArgumentError("IrqManager: no backend");
+  for (const IrqInfo& info : backend->Info().irqs) {
+    if (Raw(info.index) < kNumPciIrqIndexes && info.count > kMaxVectorsPerIndex) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("IrqManager: the backend reports ", info.count, " vectors for ",
+                       IndexName(info.index), " (more than ", kMaxVectorsPerIndex, ")"));
+    }
+  }
+  absl::StatusOr<EventFd> wake = EventFd::Create();
+  if (!wake.ok()) return Prefixed("IrqManager", wake.status());
+  int raw_epoll = ::epoll_create1(EPOLL_CLOEXEC);
+  if (raw_epoll < 0) return ErrnoError(errno, "IrqManager: epoll_create1");
+  UniqueFd epoll(raw_epoll);
+  struct epoll_event event = {};
+  event.events = EPOLLIN;
+  event.data.u64 = 0;
+  if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, wake->fd().get(), &event) != 0) {
+    return ErrnoError(errno, "IrqManager: epoll_ctl(EPOLL_CTL_ADD)");
+  }
+  std::unique_ptr<IrqManager> manager(
+      new IrqManager(backend, max_watchers, *std::move(wake), std::move(epoll)));
+  manager->watcher_ = std::thread([m = manager.get()] { m->WatcherLoop(); });
+  return manager;
+}
+
+IrqManager::IrqManager(DeviceBackend* backend, uint32_t max_watchers, EventFd wake,
+                       UniqueFd epoll)
+    : backend_(backend),
+      max_watchers_(max_watchers),
+      wake_(std::move(wake)),
+      epoll_(std::move(epoll)),
+      registry_(std::make_shared<Registry>()) {
+  absl::MutexLock lock(&mu_);
+  for (uint32_t i = 0; i < kNumPciIrqIndexes; ++i) indexes_[i].info.index = IrqIndex(i);
+  for (const IrqInfo& info : backend_->Info().irqs) {
+    if (Raw(info.index) >= kNumPciIrqIndexes) continue;
+    Index& index = indexes_[Raw(info.index)];
+    index.info = info;
+    index.vectors.resize(info.count);
+  }
+}
+
+IrqManager::~IrqManager() {
+  DisableAll();
+  stop_.store(true);
+  absl::Status status = wake_.Signal();
+  if (!status.ok()) LogError("IrqManager: cannot wake the watcher", {{"error", status.ToString()}});
+  if (watcher_.joinable()) watcher_.join();
+  std::vector<std::shared_ptr<Subscription>> live;
+  {
+    absl::MutexLock lock(&registry_->mu);
+    for (const std::weak_ptr<Subscription>& weak : registry_->subscriptions) {
+      if (std::shared_ptr<Subscription> sub = weak.lock()) live.push_back(std::move(sub));
+    }
+    registry_->subscriptions.clear();
+  }
+  for (const std::shared_ptr<Subscription>& sub : live) sub->Close();
+}
+
+absl::Status IrqManager::SetIrqs(IrqRequest request) {
+  std::vector<IrqEvent> events;
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    status = SetIrqsLocked(request, events);
+  }
+  Deliver(events);
+  return status;
+}
+
+absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
+  if (Raw(r.index) >= kNumPciIrqIndexes) {
+    return absl::InvalidArgumentError(absl::StrCat("SetIrqs: unknown IRQ index ", Raw(r.index)));
+  }
+  const Index& index = indexes_[Raw(r.index)];
+  const absl::string_view name = IndexName(r.index);
+  if (index.info.count == 0) {
+    return absl::NotFoundError(absl::StrCat("SetIrqs: the device has no ", name, " interrupt"));
+  }
+  switch (r.action) {
+    case IrqAction::kTrigger:
+    case IrqAction::kMask:
+    case IrqAction::kUnmask:
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("SetIrqs: unknown action ", static_cast<int>(r.action)));
+  }
+  switch (r.data) {
+    case Data::kNone:
+    case Data::kBool:
+    case Data::kEventfd:
+    case Data::kWatch:
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("SetIrqs: unknown data form ", static_cast<int>(r.data)));
+  }
+  if (r.data != Data::kBool && !r.bools.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("SetIrqs: ", r.bools.size(),
+                                                   " bools given with data ", DataName(r.data)));
+  }
+  if (r.data != Data::kEventfd && !r.eventfds.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "SetIrqs: ", r.eventfds.size(), " eventfds given with data ", DataName(r.data)));
+  }
+  if (r.data == Data::kBool && r.bools.size() != r.count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SetIrqs: ", r.bools.size(), " bools for ", r.count, " vectors"));
+  }
+  if (r.data == Data::kEventfd && r.eventfds.size() != r.count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SetIrqs: ", r.eventfds.size(), " eventfds for ", r.count, " vectors"));
+  }
+  if (r.count == 0) {
+    if (r.action != IrqAction::kTrigger || r.data != Data::kNone) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("SetIrqs: count 0 with ", ActionName(r.action), " and data ",
+                       DataName(r.data), " (count 0 is only TRIGGER without data: disable)"));
+    }
+    if (r.start != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("SetIrqs: disabling ", name, " needs start 0, not ", r.start));
+    }
+    return absl::OkStatus();
+  }
+  const uint64_t end = uint64_t{r.start} + r.count;  // cannot wrap in 64 bits
+  if (end > index.info.count) {
+    return absl::OutOfRangeError(absl::StrCat("SetIrqs: vector range [", r.start, ", ", end,
+                                              ") exceeds the ", index.info.count,
+                                              " vectors of ", name));
+  }
+  switch (r.action) {
+    case IrqAction::kTrigger:
+      if ((r.data == Data::kEventfd || r.data == Data::kWatch) && !index.info.eventfd) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("SetIrqs: ", name, " does not signal eventfds"));
+      }
+      if ((r.data == Data::kNone || r.data == Data::kBool) && r.index != IrqIndex::kErr &&
+          r.index != IrqIndex::kReq && !index.enabled) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("SetIrqs: TRIGGER loopback on ", name, " while ", name, " is disabled"));
+      }
+      break;
+    case IrqAction::kMask:
+    case IrqAction::kUnmask:
+      if (r.data == Data::kWatch) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("SetIrqs: watch is only valid with TRIGGER, not ", ActionName(r.action)));
+      }
+      if (r.data == Data::kEventfd) {
+        if (r.action == IrqAction::kMask) {
+          return absl::InvalidArgumentError("SetIrqs: MASK takes no eventfd");
+        }
+        if (r.index != IrqIndex::kIntx || r.start != 0 || r.count != 1) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "SetIrqs: an unmask eventfd is only valid for INTx vector 0, not ", name,
+              " [", r.start, ", ", end, ")"));
+        }
+      }
+      if (!IsEmulated(r.index)) {
+        if (!index.info.maskable) {
+          return absl::InvalidArgumentError(absl::StrCat("SetIrqs: ", name, " is not maskable"));
+        }
+        if (r.index == IrqIndex::kIntx && !index.enabled) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("SetIrqs: ", ActionName(r.action), " on INTx while INTx is disabled"));
+        }
+      }
+      break;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status IrqManager::SetIrqsLocked(IrqRequest& r, std::vector<IrqEvent>& events) {
+  VFIOD_RETURN_IF_ERROR(ValidateLocked(r));
+  if (r.action == IrqAction::kTrigger) {
+    if (r.count == 0) return DisableIndexLocked(r.index, /*force=*/false, events);
+    if (r.data == Data::kEventfd || r.data == Data::kWatch) return SetTriggerLocked(r, events);
+    // Loopback: the backend signals whatever each vector's trigger is (for a masked MSI/MSI-X
+    // vector that is the private eventfd, which sets the pending bit).
+    IrqSet set;
+    set.index = r.index;
+    set.start = r.start;
+    set.count = r.count;
+    set.action = IrqAction::kTrigger;
+    set.data = r.data == Data::kBool ? IrqSet::Data::kBool : IrqSet::Data::kNone;
+    set.bools = r.bools;
+    absl::Status status = backend_->SetIrqs(set);
+    if (!status.ok()) return BackendError(r, status);
+    return absl::OkStatus();
+  }
+  if (IsEmulated(r.index)) return EmulateMaskLocked(r);
+  return BackendMaskLocked(r);
+}
+
+absl::Status IrqManager::SetTriggerLocked(IrqRequest& r, std::vector<IrqEvent>& events) {
+  Index& index = indexes_[Raw(r.index)];
+  const bool emulated = IsEmulated(r.index);
+  const bool watch = r.data == Data::kWatch;
+
+  // Prepare: every daemon eventfd the new state needs, registered in epoll. The watcher cannot
+  // look at them before this call ends (it needs mu_); on failure they are dropped again.
+  std::vector<uint64_t> created;
+  auto discard = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (uint64_t token : created) RemoveDaemonFdLocked(token);
+  };
+  std::vector<uint64_t> new_watch(r.count, 0);
+  std::vector<uint64_t> new_mask(r.count, 0);
+  IrqSet set;
+  set.index = r.index;
+  set.start = r.start;
+  set.count = r.count;
+  set.action = IrqAction::kTrigger;
+  set.data = IrqSet::Data::kEventfd;
+  set.eventfds.assign(r.count, nullptr);
+  for (uint32_t i = 0; i < r.count; ++i) {
+    const uint32_t v = r.start + i;
+    const Vector& vector = index.vectors[v];
+    const EventFd* target = nullptr;
+    if (watch) {
+      absl::StatusOr<uint64_t> token = AddDaemonFdLocked(r.index, v, FdKind::kWatch);
+      if (!token.ok()) {
+        discard();
+        return Prefixed("SetIrqs", token.status());
+      }
+      created.push_back(*token);
+      new_watch[i] = *token;
+      target = DaemonFdLocked(*token);
+    } else if (r.eventfds[i].has_value()) {
+      target = &*r.eventfds[i];
+    }
+    if (target != nullptr && emulated && vector.masked) {
+      uint64_t mask = vector.mask_token;
+      if (mask == 0) {
+        absl::StatusOr<uint64_t> token = AddDaemonFdLocked(r.index, v, FdKind::kMask);
+        if (!token.ok()) {
+          discard();
+          return Prefixed("SetIrqs", token.status());
+        }
+        created.push_back(*token);
+        mask = *token;
+      }
+      new_mask[i] = mask;
+      set.eventfds[i] = DaemonFdLocked(mask);
+    } else {
+      set.eventfds[i] = target;
+    }
+  }
+
+  absl::Status status = backend_->SetIrqs(set);
+  if (!status.ok()) {
+    discard();
+    if (emulated && index.enabled) RestoreBackendLocked(r.index, r.start, r.count);
+    return BackendError(r, status);
+  }
+
+  // Commit.
+  for (uint32_t i = 0; i < r.count; ++i) {
+    const uint32_t v = r.start + i;
+    Vector& vector = index.vectors[v];
+    if (vector.watch_token != 0) RetireWatchLocked(index, v, events);
+    vector.client.reset();
+    if (watch) {
+      vector.watch_token = new_watch[i];
+      vector.trigger = Trigger::kWatch;
+    } else if (r.eventfds[i].has_value()) {
+      vector.client = std::move(r.eventfds[i]);
+      vector.trigger = Trigger::kClientEventfd;
+    } else {
+      vector.trigger = Trigger::kNone;
+    }
+    if (vector.mask_token != new_mask[i]) {
+      if (vector.mask_token != 0) RetireMaskLocked(index, v);
+      vector.mask_token = new_mask[i];
+    }
+  }
+  index.enabled = true;
+  return absl::OkStatus();
+}
+
+absl::Status IrqManager::EmulateMaskLocked(const IrqRequest& r) {
+  Index& index = indexes_[Raw(r.index)];
+  const bool mask = r.action == IrqAction::kMask;
+
+  // Which vectors change, and for those with a trigger, what the backend must signal instead.
+  std::vector<bool> selected(r.count, false);
+  std::vector<bool> repoint(r.count, false);
+  std::vector<uint64_t> new_mask(r.count, 0);
+  std::vector<const EventFd*> new_fd(r.count, nullptr);
+  std::vector<uint64_t> created;
+  auto discard = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (uint64_t token : created) RemoveDaemonFdLocked(token);
+  };
+  uint32_t lo = 0;
+  uint32_t hi = 0;
+  bool any = false;
+  for (uint32_t i = 0; i < r.count; ++i) {
+    if (r.data == Data::kBool && !r.bools[i]) continue;
+    const uint32_t v = r.start + i;
+    const Vector& vector = index.vectors[v];
+    if (vector.masked == mask) continue;
+    selected[i] = true;
+    if (vector.trigger == Trigger::kNone) continue;  // nothing to re-point
+    if (mask) {
+      absl::StatusOr<uint64_t> token = AddDaemonFdLocked(r.index, v, FdKind::kMask);
+      if (!token.ok()) {
+        discard();
+        return Prefixed("SetIrqs", token.status());
+      }
+      created.push_back(*token);
+      new_mask[i] = *token;
+      new_fd[i] = DaemonFdLocked(*token);
+    } else {
+      new_fd[i] = TargetFdLocked(vector);
+    }
+    repoint[i] = true;
+    if (!any) lo = v;
+    hi = v;
+    any = true;
+  }
+
+  if (any) {
+    // One backend call over the span of re-pointed vectors; the ones in between keep what they
+    // have.
+    IrqSet set;
+    set.index = r.index;
+    set.start = lo;
+    set.count = hi - lo + 1;
+    set.action = IrqAction::kTrigger;
+    set.data = IrqSet::Data::kEventfd;
+    set.eventfds.reserve(set.count);
+    for (uint32_t v = lo; v <= hi; ++v) {
+      const uint32_t i = v - r.start;
+      set.eventfds.push_back(repoint[i] ? new_fd[i] : BackendFdLocked(index, v));
+    }
+    absl::Status status = backend_->SetIrqs(set);
+    if (!status.ok()) {
+      discard();
+      RestoreBackendLocked(r.index, lo, hi - lo + 1);
+      return BackendError(r, status);
+    }
+  }
+
+  for (uint32_t i = 0; i < r.count; ++i) {
+    if (!selected[i]) continue;
+    const uint32_t v = r.start + i;
+    Vector& vector = index.vectors[v];
+    if (mask) {
+      vector.masked = true;
+      vector.mask_token = new_mask[i];
+      continue;
+    }
+    vector.masked = false;
+    // The backend signals the target again; whatever reached the private eventfd meanwhile is
+    // pending and is delivered once.
+    if (vector.mask_token != 0) RetireMaskLocked(index, v);
+    if (vector.pending) {
+      vector.pending = false;
+      const EventFd* target = TargetFdLocked(vector);
+      if (target != nullptr) {
+        absl::Status status = target->Signal();
+        if (!status.ok()) {
+          LogWarning("SetIrqs: cannot deliver a pending interrupt",
+                     {{"index", std::string(IndexName(r.index))},
+                      {"vector", absl::StrCat(v)},
+                      {"error", status.ToString()}});
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status IrqManager::BackendMaskLocked(IrqRequest& r) {
+  Index& index = indexes_[Raw(r.index)];
+  IrqSet set;
+  set.index = r.index;
+  set.start = r.start;
+  set.count = r.count;
+  set.action = r.action;
+  switch (r.data) {
+    case Data::kBool:
+      set.data = IrqSet::Data::kBool;
+      set.bools = r.bools;
+      break;
+    case Data::kEventfd:
+      set.data = IrqSet::Data::kEventfd;
+      set.eventfds.push_back(r.eventfds[0].has_value() ? &*r.eventfds[0] : nullptr);
+      break;
+    default:
+      set.data = IrqSet::Data::kNone;
+      break;
+  }
+  absl::Status status = backend_->SetIrqs(set);
+  if (!status.ok()) return BackendError(r, status);
+  if (r.data == Data::kEventfd) {
+    index.unmask_eventfd = std::move(r.eventfds[0]);
+    return absl::OkStatus();
+  }
+  for (uint32_t i = 0; i < r.count; ++i) {
+    if (r.data == Data::kBool && !r.bools[i]) continue;
+    index.vectors[r.start + i].masked = r.action == IrqAction::kMask;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status IrqManager::DisableIndexLocked(IrqIndex which, bool force,
+                                            std::vector<IrqEvent>& events) {
+  Index& index = indexes_[Raw(which)];
+  absl::Status status;
+  if (index.enabled) {
+    IrqSet set;
+    set.index = which;
+    set.start = 0;
+    set.count = 0;
+    set.action = IrqAction::kTrigger;
+    set.data = IrqSet::Data::kNone;
+    status = backend_->SetIrqs(set);
+    if (!status.ok()) {
+      status = absl::Status(status.code(), absl::StrCat("SetIrqs: disabling ", IndexName(which),
+                                                        ": ", status.message()));
+      if (!force) return status;
+    }
+  }
+  for (uint32_t v = 0; v < index.vectors.size(); ++v) {
+    Vector& vector = index.vectors[v];
+    if (vector.watch_token != 0) RetireWatchLocked(index, v, events);
+    if (vector.mask_token != 0) RetireMaskLocked(index, v);
+    vector.client.reset();
+    vector.trigger = Trigger::kNone;
+    vector.masked = false;
+    vector.pending = false;
+  }
+  index.unmask_eventfd.reset();
+  index.enabled = false;
+  return status;
+}
+
+void IrqManager::DisableAll() {
+  std::vector<IrqEvent> events;
+  {
+    absl::MutexLock lock(&mu_);
+    for (uint32_t i = 0; i < kNumPciIrqIndexes; ++i) {
+      if (indexes_[i].info.count == 0) continue;
+      absl::Status status = DisableIndexLocked(IrqIndex(i), /*force=*/true, events);
+      if (!status.ok()) {
+        LogWarning("DisableAll: the backend refused; state dropped anyway",
+                   {{"index", std::string(IndexName(IrqIndex(i)))}, {"error", status.ToString()}});
+      }
+    }
+  }
+  Deliver(events);
+}
+
+const EventFd* IrqManager::TargetFdLocked(const Vector& vector) const {
+  switch (vector.trigger) {
+    case Trigger::kClientEventfd:
+      return vector.client.has_value() ? &*vector.client : nullptr;
+    case Trigger::kWatch:
+      return DaemonFdLocked(vector.watch_token);
+    case Trigger::kNone:
+      break;
+  }
+  return nullptr;
+}
+
+const EventFd* IrqManager::BackendFdLocked(const Index& index, uint32_t v) const {
+  const Vector& vector = index.vectors[v];
+  const EventFd* target = TargetFdLocked(vector);
+  if (target != nullptr && IsEmulated(index.info.index) && vector.masked) {
+    return DaemonFdLocked(vector.mask_token);
+  }
+  return target;
+}
+
+void IrqManager::RestoreBackendLocked(IrqIndex which, uint32_t start, uint32_t count) {
+  const Index& index = indexes_[Raw(which)];
+  IrqSet set;
+  set.index = which;
+  set.start = start;
+  set.count = count;
+  set.action = IrqAction::kTrigger;
+  set.data = IrqSet::Data::kEventfd;
+  for (uint32_t v = start; v < start + count; ++v) set.eventfds.push_back(BackendFdLocked(index, v));
+  absl::Status status = backend_->SetIrqs(set);
+  if (!status.ok()) {
+    LogError("SetIrqs: cannot restore the triggers after a failed request",
+             {{"index", std::string(IndexName(which))},
+              {"start", absl::StrCat(start)},
+              {"count", absl::StrCat(count)},
+              {"error", status.ToString()}});
+  }
+}
+
+absl::StatusOr<uint64_t> IrqManager::AddDaemonFdLocked(IrqIndex index, uint32_t vector,
+                                                       FdKind kind) {
+  VFIOD_ASSIGN_OR_RETURN(EventFd fd, EventFd::Create());
+  const uint64_t token = next_token_++;
+  struct epoll_event event = {};
+  event.events = EPOLLIN;
+  event.data.u64 = token;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd.fd().get(), &event) != 0) {
+    return ErrnoError(errno, "epoll_ctl(EPOLL_CTL_ADD)");
+  }
+  daemon_fds_.emplace(token, DaemonFd{std::move(fd), index, vector, kind});
+  return token;
+}
+
+uint64_t IrqManager::RemoveDaemonFdLocked(uint64_t token) {
+  auto it = daemon_fds_.find(token);
+  if (it == daemon_fds_.end()) return 0;
+  // Explicitly: the backend may hold another reference to the same file (the simulated device
+  // duplicates it), and epoll would keep reporting it after our close.
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.fd.fd().get(), nullptr) != 0) {
+    LogError("IrqManager: epoll_ctl(EPOLL_CTL_DEL) failed",
+             {{"error", ErrnoError(errno, "epoll_ctl").ToString()}});
+  }
+  absl::StatusOr<uint64_t> count = it->second.fd.Read();
+  daemon_fds_.erase(it);
+  return count.ok() ? *count : 0;
+}
+
+const EventFd* IrqManager::DaemonFdLocked(uint64_t token) const {
+  if (token == 0) return nullptr;
+  auto it = daemon_fds_.find(token);
+  return it == daemon_fds_.end() ? nullptr : &it->second.fd;
+}
+
+void IrqManager::RecordWatchLocked(IrqIndex which, uint32_t v, uint64_t count,
+                                   std::vector<IrqEvent>& events) {
+  Index& index = indexes_[Raw(which)];
+  Vector& vector = index.vectors[v];
+  vector.delivered += count;
+  // The backend masked the line when it fired (INTx is level-triggered and automasked).
+  if (which == IrqIndex::kIntx && index.info.automasked) vector.masked = true;
+  events.push_back(IrqEvent{which, v, count, MonotonicNowNs()});
+}
+
+void IrqManager::RetireWatchLocked(Index& index, uint32_t v, std::vector<IrqEvent>& events) {
+  Vector& vector = index.vectors[v];
+  const uint64_t count = RemoveDaemonFdLocked(vector.watch_token);
+  vector.watch_token = 0;
+  if (count > 0) RecordWatchLocked(index.info.index, v, count, events);
+}
+
+void IrqManager::RetireMaskLocked(Index& index, uint32_t v) {
+  Vector& vector = index.vectors[v];
+  if (RemoveDaemonFdLocked(vector.mask_token) > 0) vector.pending = true;
+  vector.mask_token = 0;
+}
+
+void IrqManager::WatcherLoop() {
+  constexpr int kMaxEvents = 32;
+  struct epoll_event ready[kMaxEvents];
+  while (!stop_.load()) {
+    int n = ::epoll_wait(epoll_.get(), ready, kMaxEvents, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      LogError("IrqManager: epoll_wait failed; the watcher stops",
+               {{"error", ErrnoError(errno, "epoll_wait").ToString()}});
+      return;
+    }
+    std::vector<IrqEvent> events;
+    {
+      absl::MutexLock lock(&mu_);
+      for (int i = 0; i < n; ++i) {
+        const uint64_t token = ready[i].data.u64;
+        if (token == 0) {
+          (void)wake_.Read();
+          continue;
+        }
+        auto it = daemon_fds_.find(token);
+        if (it == daemon_fds_.end()) continue;  // retired after epoll_wait returned
+        absl::StatusOr<uint64_t> count = it->second.fd.Read();
+        if (!count.ok() || *count == 0) continue;
+        const DaemonFd& fd = it->second;
+        if (fd.kind == FdKind::kWatch) {
+          RecordWatchLocked(fd.index, fd.vector, *count, events);
+        } else {
+          indexes_[Raw(fd.index)].vectors[fd.vector].pending = true;
+        }
+      }
+    }
+    Deliver(events);
+  }
+}
+
+void IrqManager::Deliver(const std::vector<IrqEvent>& events) {
+  if (events.empty()) return;
+  std::vector<std::shared_ptr<Subscription>> live;
+  {
+    absl::MutexLock lock(&registry_->mu);
+    for (const std::weak_ptr<Subscription>& weak : registry_->subscriptions) {
+      if (std::shared_ptr<Subscription> sub = weak.lock()) live.push_back(std::move(sub));
+    }
+  }
+  for (const std::shared_ptr<Subscription>& sub : live) sub->Push(events);
+  // `live` may hold the last reference: its destructor takes registry_->mu, not held here.
+}
+
+absl::StatusOr<std::shared_ptr<IrqSubscription>> IrqManager::Watch(
+    std::vector<IrqIndex> indexes) {
+  uint32_t filter = 0;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (IrqIndex which : indexes) {
+      if (Raw(which) >= kNumPciIrqIndexes) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Watch: unknown IRQ index ", Raw(which)));
+      }
+      if (indexes_[Raw(which)].info.count == 0) {
+        return absl::NotFoundError(
+            absl::StrCat("Watch: the device has no ", IndexName(which), " interrupt"));
+      }
+      filter |= 1u << Raw(which);
+    }
+  }
+  if (indexes.empty()) filter = (1u << kNumPciIrqIndexes) - 1;
+  absl::MutexLock lock(&registry_->mu);
+  if (registry_->live >= max_watchers_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "Watch: ", registry_->live, " IRQ watchers are alive, the limit is ", max_watchers_));
+  }
+  auto& subs = registry_->subscriptions;
+  subs.erase(std::remove_if(subs.begin(), subs.end(),
+                            [](const std::weak_ptr<Subscription>& w) { return w.expired(); }),
+             subs.end());
+  ++registry_->live;
+  auto sub = std::make_shared<Subscription>(registry_, filter);
+  subs.push_back(sub);
+  return std::shared_ptr<IrqSubscription>(std::move(sub));
+}
+
+uint32_t IrqManager::watchers() const {
+  absl::MutexLock lock(&registry_->mu);
+  return registry_->live;
+}
+
+std::vector<IrqIndexState> IrqManager::State() const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<IrqIndexState> states;
+  for (uint32_t i = 0; i < kNumPciIrqIndexes; ++i) {
+    const Index& index = indexes_[i];
+    if (index.info.count == 0) continue;
+    IrqIndexState state;
+    state.index = IrqIndex(i);
+    state.enabled = index.enabled;
+    state.vectors.reserve(index.vectors.size());
+    for (uint32_t v = 0; v < index.vectors.size(); ++v) {
+      const Vector& vector = index.vectors[v];
+      IrqVectorState vs;
+      vs.vector = v;
+      vs.trigger = vector.trigger;
+      vs.masked = vector.masked;
+      vs.unmask_eventfd = v == 0 && index.unmask_eventfd.has_value();
+      vs.delivered = vector.delivered;
+      state.vectors.push_back(vs);
+    }
+    states.push_back(std::move(state));
+  }
+  return states;
+}
+
+}  // namespace vfiod

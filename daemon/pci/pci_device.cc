@@ -1,0 +1,219 @@
+#include "daemon/pci/pci_device.h"
+
+#include <linux/pci_regs.h>
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "daemon/base/logging.h"
+#include "daemon/base/status_macros.h"
+#include "daemon/pci/config_space.h"
+#include "daemon/pci/dma_space.h"
+#include "daemon/pci/irq_manager.h"
+
+namespace vfiod {
+namespace {
+
+std::string Hex(uint64_t value) { return absl::StrCat("0x", absl::Hex(value)); }
+
+absl::Status Annotate(const absl::Status& status, absl::string_view prefix) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
+}
+
+}  // namespace
+
+// Lock order: device_mu, then the DmaSpace's and the IrqManager's own locks. device_mu is
+// shared by config/region reads and exclusive for config/region writes, SET_IRQS, reset and
+// owner-loss cleanup, so that a reset never interleaves with an access or an IRQ change.
+struct PciDevice::State {
+  // Declared first so that it is destroyed last: dma and irqs call it until they are gone.
+  std::unique_ptr<DeviceBackend> backend;
+  DeviceDescription description;
+  DeviceLimits limits;
+  std::unique_ptr<DmaSpace> dma;
+  std::unique_ptr<IrqManager> irqs;
+  absl::Mutex device_mu;
+
+  // The region `index` for a client access of `size` bytes at `offset`.
+  absl::StatusOr<const RegionInfo*> CheckRegionAccess(absl::string_view operation, uint32_t index,
+                                                      uint64_t offset, uint64_t size,
+                                                      bool write) const;
+};
+
+absl::StatusOr<const RegionInfo*> PciDevice::State::CheckRegionAccess(
+    absl::string_view operation, uint32_t index, uint64_t offset, uint64_t size, bool write) const {
+  if (index == kConfigRegionIndex) {
+    return absl::InvalidArgumentError(absl::StrCat(operation, ": region ", index,
+                                                   " is config space; use ",
+                                                   write ? "WriteConfig" : "ReadConfig"));
+  }
+  const std::vector<RegionInfo>& regions = description.backend.regions;
+  if (index >= regions.size() || regions[index].size == 0) {
+    return absl::NotFoundError(
+        absl::StrCat(operation, ": region ", index, " does not exist on this device"));
+  }
+  const RegionInfo& region = regions[index];
+  if (write ? !region.writable : !region.readable) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(operation, ": region ", index, " is not ", write ? "writable" : "readable"));
+  }
+  if (size == 0 || size > limits.max_region_access_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(operation, ": size ", size,
+                                                   " is not between 1 and ",
+                                                   limits.max_region_access_bytes, " bytes"));
+  }
+  if (offset > region.size || size > region.size - offset) {
+    return absl::OutOfRangeError(absl::StrCat(operation, ": offset ", Hex(offset), " + size ", size,
+                                              " is beyond region ", index, " of ", Hex(region.size),
+                                              " bytes"));
+  }
+  return &region;
+}
+
+PciDevice::PciDevice() : state_(std::make_unique<State>()) {}
+
+PciDevice::~PciDevice() = default;
+
+absl::StatusOr<std::unique_ptr<PciDevice>> PciDevice::Create(std::unique_ptr<DeviceBackend> backend,
+                                                             const DeviceLimits& limits) {
+  if (backend == nullptr) return absl::InvalidArgumentError("PciDevice: no backend");
+  std::unique_ptr<PciDevice> device(new PciDevice());
+  State& s = *device->state_;
+  s.backend = std::move(backend);
+  s.limits = limits;
+  absl::StatusOr<DeviceDescription> description = DescribeDevice(*s.backend);
+  if (!description.ok()) {
+    return Annotate(description.status(), absl::StrCat("describing ", s.backend->Info().name));
+  }
+  s.description = *std::move(description);
+  VFIOD_ASSIGN_OR_RETURN(s.irqs, IrqManager::Create(s.backend.get(), limits.max_irq_watchers));
+  s.dma = std::make_unique<DmaSpace>(s.backend.get(), limits);
+  return device;
+}
+
+const DeviceDescription& PciDevice::description() const { return state_->description; }
+
+const DeviceLimits& PciDevice::limits() const { return state_->limits; }
+
+absl::StatusOr<uint32_t> PciDevice::ReadConfig(uint32_t offset, uint32_t size) {
+  State& s = *state_;
+  VFIOD_RETURN_IF_ERROR(
+      ValidateConfigAccess("ReadConfig", offset, size, s.description.config_size));
+  absl::ReaderMutexLock lock(&s.device_mu);
+  absl::StatusOr<uint32_t> value = ReadConfigRegister(*s.backend, offset, size);
+  if (!value.ok()) return Annotate(value.status(), "ReadConfig");
+  return value;
+}
+
+absl::Status PciDevice::WriteConfig(uint32_t offset, uint32_t size, uint32_t value) {
+  State& s = *state_;
+  VFIOD_RETURN_IF_ERROR(
+      ValidateConfigAccess("WriteConfig", offset, size, s.description.config_size));
+  if (size < 4 && value >> (8 * size) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("WriteConfig: value ", Hex(value), " does not fit in ", size, " byte(s)"));
+  }
+  absl::WriterMutexLock lock(&s.device_mu);
+  return Annotate(WriteConfigRegister(*s.backend, offset, size, value), "WriteConfig");
+}
+
+absl::StatusOr<std::vector<uint8_t>> PciDevice::DumpConfig(uint32_t offset, uint32_t length) {
+  State& s = *state_;
+  VFIOD_ASSIGN_OR_RETURN(uint32_t bytes,
+                         ValidateConfigDump(offset, length, s.description.config_size));
+  std::vector<uint8_t> data(bytes);
+  absl::ReaderMutexLock lock(&s.device_mu);
+  VFIOD_RETURN_IF_ERROR(Annotate(
+      s.backend->ReadRegion(kConfigRegionIndex, offset, absl::MakeSpan(data)), "DumpConfig"));
+  return data;
+}
+
+absl::StatusOr<std::vector<uint8_t>> PciDevice::ReadRegion(uint32_t index, uint64_t offset,
+                                                           uint64_t size) {
+  State& s = *state_;
+  VFIOD_RETURN_IF_ERROR(
+      s.CheckRegionAccess("ReadRegion", index, offset, size, /*write=*/false).status());
+  std::vector<uint8_t> data(size);
+  absl::ReaderMutexLock lock(&s.device_mu);
+  VFIOD_RETURN_IF_ERROR(
+      Annotate(s.backend->ReadRegion(index, offset, absl::MakeSpan(data)),
+               absl::StrCat("ReadRegion: region ", index, " offset ", Hex(offset))));
+  return data;
+}
+
+absl::Status PciDevice::WriteRegion(uint32_t index, uint64_t offset,
+                                    absl::Span<const uint8_t> data) {
+  State& s = *state_;
+  VFIOD_RETURN_IF_ERROR(
+      s.CheckRegionAccess("WriteRegion", index, offset, data.size(), /*write=*/true).status());
+  absl::WriterMutexLock lock(&s.device_mu);
+  return Annotate(s.backend->WriteRegion(index, offset, data),
+                  absl::StrCat("WriteRegion: region ", index, " offset ", Hex(offset)));
+}
+
+absl::StatusOr<MemoryInfo> PciDevice::RegisterMemory(UniqueFd fd, uint64_t size) {
+  return state_->dma->RegisterMemory(std::move(fd), size);
+}
+
+absl::Status PciDevice::UnregisterMemory(uint64_t memory_id) {
+  return state_->dma->UnregisterMemory(memory_id);
+}
+
+absl::Status PciDevice::MapDma(const DmaMapRequest& request) {
+  return state_->dma->MapDma(request);
+}
+
+absl::StatusOr<UnmapResult> PciDevice::UnmapDma(uint64_t iova, uint64_t size) {
+  return state_->dma->UnmapDma(iova, size);
+}
+
+absl::Status PciDevice::SetIrqs(IrqRequest request) {
+  absl::WriterMutexLock lock(&state_->device_mu);
+  return state_->irqs->SetIrqs(std::move(request));
+}
+
+absl::StatusOr<std::shared_ptr<IrqSubscription>> PciDevice::WatchIrqs(
+    std::vector<IrqIndex> indexes) {
+  return state_->irqs->Watch(std::move(indexes));
+}
+
+absl::Status PciDevice::Reset() {
+  State& s = *state_;
+  if (!s.description.backend.reset_supported) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Reset: device ", s.description.backend.name, " does not support reset"));
+  }
+  absl::WriterMutexLock lock(&s.device_mu);
+  s.irqs->DisableAll();
+  return Annotate(s.backend->Reset(), "Reset");
+}
+
+DeviceSnapshot PciDevice::Snapshot() const {
+  const State& s = *state_;
+  DeviceSnapshot snapshot;
+  snapshot.memory = s.dma->Memory();
+  snapshot.mappings = s.dma->Mappings();
+  snapshot.irqs = s.irqs->State();
+  snapshot.counters = s.backend->Counters();
+  return snapshot;
+}
+
+void PciDevice::ReleaseOwnerResources() {
+  State& s = *state_;
+  absl::WriterMutexLock lock(&s.device_mu);
+  s.irqs->DisableAll();
+  s.dma->ReleaseAll();
+  absl::StatusOr<uint32_t> command = ReadConfigRegister(*s.backend, PCI_COMMAND, 2);
+  absl::Status status = command.status();
+  if (command.ok() && (*command & PCI_COMMAND_MASTER) != 0) {
+    status = WriteConfigRegister(*s.backend, PCI_COMMAND, 2, *command & ~PCI_COMMAND_MASTER);
+  }
+  if (!status.ok()) {
+    LogError("owner loss: clearing bus mastering failed", {{"error", status.ToString()}});
+  }
+}
+
+}  // namespace vfiod

@@ -1,0 +1,137 @@
+#include "daemon/vfio/irq_set_encoding.h"
+
+#include <linux/vfio.h>
+
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace vfiod {
+namespace {
+
+const char* IndexName(IrqIndex index) {
+  switch (index) {
+    case IrqIndex::kIntx:
+      return "INTx";
+    case IrqIndex::kMsi:
+      return "MSI";
+    case IrqIndex::kMsix:
+      return "MSI-X";
+    case IrqIndex::kErr:
+      return "ERR";
+    case IrqIndex::kReq:
+      return "REQ";
+  }
+  return nullptr;
+}
+
+const char* ActionName(IrqAction action) {
+  switch (action) {
+    case IrqAction::kTrigger:
+      return "trigger";
+    case IrqAction::kMask:
+      return "mask";
+    case IrqAction::kUnmask:
+      return "unmask";
+  }
+  return "unknown";
+}
+
+const char* DataName(IrqSet::Data data) {
+  switch (data) {
+    case IrqSet::Data::kNone:
+      return "none";
+    case IrqSet::Data::kBool:
+      return "bool";
+    case IrqSet::Data::kEventfd:
+      return "eventfd";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+std::string DescribeIrqSet(const IrqSet& set) {
+  const char* name = IndexName(set.index);
+  const std::string index =
+      name != nullptr ? name : absl::StrCat("index ", static_cast<uint32_t>(set.index));
+  return absl::StrCat(index, " ", ActionName(set.action), " data ", DataName(set.data), " start ",
+                      set.start, " count ", set.count);
+}
+
+absl::StatusOr<std::vector<uint8_t>> EncodeIrqSet(const IrqSet& set) {
+  const std::string what = absl::StrCat("SetIrqs ", DescribeIrqSet(set), ": ");
+  uint32_t flags = 0;
+  switch (set.action) {
+    case IrqAction::kTrigger:
+      flags |= VFIO_IRQ_SET_ACTION_TRIGGER;
+      break;
+    case IrqAction::kMask:
+      flags |= VFIO_IRQ_SET_ACTION_MASK;
+      break;
+    case IrqAction::kUnmask:
+      flags |= VFIO_IRQ_SET_ACTION_UNMASK;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, "unknown action ", static_cast<int>(set.action)));
+  }
+  uint64_t element = 0;
+  switch (set.data) {
+    case IrqSet::Data::kNone:
+      flags |= VFIO_IRQ_SET_DATA_NONE;
+      if (!set.bools.empty() || !set.eventfds.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(what, "values attached to data none"));
+      }
+      break;
+    case IrqSet::Data::kBool:
+      flags |= VFIO_IRQ_SET_DATA_BOOL;
+      element = sizeof(uint8_t);
+      if (set.bools.size() != set.count || !set.eventfds.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, set.bools.size(), " bools for count ", set.count));
+      }
+      break;
+    case IrqSet::Data::kEventfd:
+      flags |= VFIO_IRQ_SET_DATA_EVENTFD;
+      element = sizeof(int32_t);
+      if (set.eventfds.size() != set.count || !set.bools.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, set.eventfds.size(), " eventfds for count ", set.count));
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, "unknown data kind ", static_cast<int>(set.data)));
+  }
+  if (set.count > std::numeric_limits<uint32_t>::max() - set.start) {
+    return absl::InvalidArgumentError(absl::StrCat(what, "start + count overflows"));
+  }
+  const uint64_t data_size = element * set.count;
+  const uint64_t argsz = sizeof(vfio_irq_set) + data_size;
+  if (argsz > std::numeric_limits<uint32_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, "argsz ", argsz, " exceeds 32 bits"));
+  }
+
+  std::vector<uint8_t> buffer(static_cast<size_t>(argsz));
+  vfio_irq_set header = {};
+  header.argsz = static_cast<uint32_t>(argsz);
+  header.flags = flags;
+  header.index = static_cast<uint32_t>(set.index);
+  header.start = set.start;
+  header.count = set.count;
+  std::memcpy(buffer.data(), &header, sizeof(header));
+  uint8_t* data = buffer.data() + sizeof(vfio_irq_set);
+  if (set.data == IrqSet::Data::kBool) {
+    for (uint32_t i = 0; i < set.count; ++i) data[i] = set.bools[i] ? 1 : 0;
+  } else if (set.data == IrqSet::Data::kEventfd) {
+    for (uint32_t i = 0; i < set.count; ++i) {
+      const int32_t fd = set.eventfds[i] == nullptr ? -1 : set.eventfds[i]->fd().get();
+      std::memcpy(data + sizeof(int32_t) * i, &fd, sizeof(fd));
+    }
+  }
+  return buffer;
+}
+
+}  // namespace vfiod
