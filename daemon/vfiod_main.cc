@@ -70,6 +70,7 @@ ABSL_FLAG(uint32_t, max_dma_mappings, 4096, "DMA mappings the owner may hold.");
 ABSL_FLAG(uint32_t, max_region_access_bytes, 64 * 1024, "Largest ReadRegion/WriteRegion.");
 ABSL_FLAG(uint32_t, max_irq_watchers, 8, "Concurrent WatchIrqs streams.");
 ABSL_FLAG(uint32_t, max_connections, 64, "Concurrent client connections.");
+ABSL_FLAG(uint32_t, max_fd_tokens, 64, "Unused fds a session may hold on its fd channels.");
 ABSL_FLAG(int, grpc_max_threads, 16, "Threads gRPC may use for calls.");
 
 namespace vfiod {
@@ -177,6 +178,7 @@ absl::Status Run() {
   transport_options.max_connections = absl::GetFlag(FLAGS_max_connections);
 
   SessionOptions session_options;
+  session_options.max_fd_tokens = absl::GetFlag(FLAGS_max_fd_tokens);
   VFIOD_ASSIGN_OR_RETURN(session_options.owner_uids,
                          ParseUids(absl::GetFlag(FLAGS_owner_uid), "owner-uid"));
   if (session_options.owner_uids.empty()) {
@@ -219,6 +221,7 @@ absl::Status Run() {
   // 3. gRPC, with no listening port of its own: the transport hands it checked connections.
   ServiceOptions service_options;
   service_options.observer_bar_reads = absl::GetFlag(FLAGS_observer_bar_reads);
+  service_options.max_fd_tokens = absl::GetFlag(FLAGS_max_fd_tokens);
   VfioDeviceService service(device.get(), &sessions, transport.get(), service_options);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -160,6 +160,30 @@ TEST_F(HostileInputTest, MemoryRegistration) {
   ExpectUnchanged();
 }
 
+TEST_F(HostileInputTest, UnusedFdsAreBoundedAndTheLimitIsReported) {
+  absl::StatusOr<v1::DeviceInfo> info = owner_->GetDeviceInfo();
+  ASSERT_TRUE(info.ok());
+  const uint32_t limit = info->limits().max_fd_tokens();
+  ASSERT_EQ(limit, 64u);
+  int efd = ::eventfd(0, EFD_CLOEXEC);
+  ASSERT_GE(efd, 0);
+  std::vector<int> fds(limit, efd);
+  absl::StatusOr<std::vector<std::string>> tokens = owner_->SendFds(fds);
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_EQ(owner_->SendFds({efd}).status().code(), StatusCode::kResourceExhausted);
+  // Using a token frees its slot.
+  v1::SetIrqsRequest request;
+  request.set_index(v1::IRQ_INDEX_MSI);
+  request.set_count(1);
+  request.set_action(v1::IRQ_ACTION_TRIGGER);
+  request.mutable_eventfds()->add_fd_tokens((*tokens)[0]);
+  ASSERT_TRUE(owner_->SetIrqs(request).ok());
+  EXPECT_TRUE(owner_->SendFds({efd}).ok());
+  ::close(efd);
+  ASSERT_TRUE(owner_->DisableIrqs(v1::IRQ_INDEX_MSI).ok());
+  ExpectUnchanged();
+}
+
 TEST_F(HostileInputTest, TokensBelongToTheirSession) {
   absl::StatusOr<std::unique_ptr<VfioClient>> other = VfioClient::Connect(daemon_->socket_path());
   ASSERT_TRUE(other.ok());

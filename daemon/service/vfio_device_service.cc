@@ -78,7 +78,8 @@ void FillCapability(const Capability& capability, v1::Capability* out) {
   out->set_name(capability.name);
 }
 
-v1::DeviceInfo BuildDeviceInfo(const DeviceDescription& description, const DeviceLimits& limits) {
+v1::DeviceInfo BuildDeviceInfo(const DeviceDescription& description, const DeviceLimits& limits,
+                               uint32_t max_fd_tokens) {
   v1::DeviceInfo info;
   const BackendInfo& backend = description.backend;
   info.set_backend(backend.kind == "vfio"  ? v1::BACKEND_KIND_VFIO
@@ -154,6 +155,7 @@ v1::DeviceInfo BuildDeviceInfo(const DeviceDescription& description, const Devic
   out_limits->set_max_dma_mappings(limits.max_dma_mappings);
   out_limits->set_max_region_access_bytes(limits.max_region_access_bytes);
   out_limits->set_max_fds_per_message(v1::kFdChannelMaxFdsPerMessage);
+  out_limits->set_max_fd_tokens(max_fd_tokens);
   return info;
 }
 
@@ -172,7 +174,7 @@ VfioDeviceService::VfioDeviceService(PciDevice* device, SessionManager* sessions
       sessions_(sessions),
       transport_(transport),
       options_(options),
-      device_info_(BuildDeviceInfo(device->description(), device->limits())) {}
+      device_info_(BuildDeviceInfo(device->description(), device->limits(), options.max_fd_tokens)) {}
 
 absl::StatusOr<ConnectionId> VfioDeviceService::Caller(const grpc::ServerContext* context,
                                                        absl::string_view operation) const {

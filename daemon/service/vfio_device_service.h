@@ -28,6 +28,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 struct ServiceOptions {
   bool observer_bar_reads = false;  // observers may read BARs (reads can have side effects)
+  uint32_t max_fd_tokens = 0;       // reported in DeviceInfo.limits; enforced by SessionManager
 };
 
 class VfioDeviceService final : public v1::VfioDevice::Service {

@@ -24,6 +24,16 @@ constexpr uint32_t kMaxInfoBytes = 1 << 20;
 
 }  // namespace
 
+bool RegionAbsentOnError(uint32_t index, int error) {
+  return index == VFIO_PCI_VGA_REGION_INDEX && error == EINVAL;
+}
+
+VfioRegion AbsentRegion(uint32_t index) {
+  VfioRegion region;
+  region.info.index = index;
+  return region;
+}
+
 absl::StatusOr<VfioDeviceInfo> VfioDevice::GetInfo() const {
   vfio_device_info info = {};
   info.argsz = sizeof(info);
@@ -42,7 +52,9 @@ absl::StatusOr<VfioRegion> VfioDevice::GetRegionInfo(uint32_t index) const {
     std::fill(buffer.begin(), buffer.end(), 0);
     std::memcpy(buffer.data(), &request, sizeof(request));
     if (::ioctl(fd_.get(), VFIO_DEVICE_GET_REGION_INFO, buffer.data()) != 0) {
-      return ErrnoError(errno,
+      const int error = errno;
+      if (RegionAbsentOnError(index, error)) return AbsentRegion(index);
+      return ErrnoError(error,
                         absl::StrCat("VFIO_DEVICE_GET_REGION_INFO region ", index, " on ", name_));
     }
     uint32_t wanted;

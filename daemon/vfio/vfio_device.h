@@ -29,6 +29,15 @@ struct VfioDeviceInfo {
   uint32_t num_irqs = 0;
 };
 
+// Whether VFIO_DEVICE_GET_REGION_INFO failing with `error` for `index` means "this region is
+// not implemented" rather than a failure: vfio-pci counts the VGA region in num_regions on
+// every device but answers EINVAL for it unless the device is a VGA device with VGA support
+// built in (Linux 6.1, vfio_pci_ioctl_get_region_info).
+bool RegionAbsentOnError(uint32_t index, int error);
+
+// The region as reported when it is absent: `index`, size 0, no flags.
+VfioRegion AbsentRegion(uint32_t index);
+
 class VfioDevice {
  public:
   // `name` ("0000:00:03.0") is for messages.
@@ -40,7 +49,8 @@ class VfioDevice {
   // VFIO_DEVICE_GET_INFO.
   absl::StatusOr<VfioDeviceInfo> GetInfo() const;
   // VFIO_DEVICE_GET_REGION_INFO for `index`, in two passes when the capability chain does not
-  // fit, parsed by ParseRegionInfo.
+  // fit, parsed by ParseRegionInfo. A region the kernel counts in num_regions but refuses to
+  // describe (RegionAbsentOnError) is reported absent: size 0, no flags.
   absl::StatusOr<VfioRegion> GetRegionInfo(uint32_t index) const;
   // VFIO_DEVICE_GET_IRQ_INFO for `index`. EINVAL for the ERR index (which vfio-pci offers only
   // on PCIe devices) gives count 0.

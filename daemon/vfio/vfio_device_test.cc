@@ -171,6 +171,25 @@ TEST(VfioDeviceTest, IoctlErrorsNameTheIoctlAndKeepErrno) {
   ExpectErrno(device.Reset(), "VFIO_DEVICE_RESET on 0000:00:03.0", ENOTTY);
 }
 
+// Found in the VM lab: Linux 6.1 counts the VGA region (8) in num_regions on every vfio-pci
+// device but answers EINVAL for it on a non-VGA device. That is "absent", as the simulated
+// backend reports it (size 0, no flags); any other error, or EINVAL on another index, is not.
+TEST(VfioDeviceTest, EinvalOnTheVgaRegionMeansAbsent) {
+  EXPECT_TRUE(RegionAbsentOnError(kVgaRegionIndex, EINVAL));
+  EXPECT_FALSE(RegionAbsentOnError(kVgaRegionIndex, ENOTTY));
+  EXPECT_FALSE(RegionAbsentOnError(kVgaRegionIndex, EFAULT));
+  EXPECT_FALSE(RegionAbsentOnError(kBar0RegionIndex, EINVAL));
+  EXPECT_FALSE(RegionAbsentOnError(kConfigRegionIndex, EINVAL));
+  EXPECT_FALSE(RegionAbsentOnError(kVgaRegionIndex + 1, EINVAL));
+  const VfioRegion vga = AbsentRegion(kVgaRegionIndex);
+  EXPECT_EQ(vga.info.index, kVgaRegionIndex);
+  EXPECT_EQ(vga.info.size, 0u);
+  EXPECT_FALSE(vga.info.readable || vga.info.writable || vga.info.mmappable);
+  EXPECT_EQ(vga.raw_flags, 0u);
+  // /dev/null answers ENOTTY: still an error, for the VGA index too.
+  EXPECT_FALSE(DevNullDevice().GetRegionInfo(kVgaRegionIndex).ok());
+}
+
 TEST(VfioContainerTest, MissingContainerIsNotFoundNamingThePath) {
   absl::StatusOr<VfioContainer> container = VfioContainer::Open("/nonexistent/vfio/vfio");
   ASSERT_FALSE(container.ok());
