@@ -204,8 +204,8 @@ DeviceSnapshot PciDevice::Snapshot() const {
 void PciDevice::ReleaseOwnerResources() {
   State& s = *state_;
   absl::WriterMutexLock lock(&s.device_mu);
-  s.irqs->DisableAll();
-  s.dma->ReleaseAll();
+  // Stop the device from starting DMA (and MSI writes) first, so no transfer races the
+  // teardown of the mappings it would use.
   absl::StatusOr<uint32_t> command = ReadConfigRegister(*s.backend, PCI_COMMAND, 2);
   absl::Status status = command.status();
   if (command.ok() && (*command & PCI_COMMAND_MASTER) != 0) {
@@ -214,6 +214,8 @@ void PciDevice::ReleaseOwnerResources() {
   if (!status.ok()) {
     LogError("owner loss: clearing bus mastering failed", {{"error", status.ToString()}});
   }
+  s.irqs->DisableAll();
+  s.dma->ReleaseAll();
 }
 
 }  // namespace vfiod

@@ -136,9 +136,9 @@ class PciDevice {
 
   DeviceSnapshot Snapshot() const;
 
-  // Owner loss: disables every IRQ index, unmaps every DMA mapping, unregisters all memory,
-  // clears bus mastering in the command register. Never fails half-way: each step is attempted
-  // and failures are logged.
+  // Owner loss: clears bus mastering in the command register (so the device starts no more
+  // DMA), disables every IRQ index, unmaps every DMA mapping, unregisters all memory. Never
+  // fails half-way: each step is attempted and failures are logged.
   void ReleaseOwnerResources();
 
  private:
