@@ -3,32 +3,65 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 
 extern char** environ;
 
 namespace vfiod::testing {
 namespace {
 
-bool CanConnect(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  struct sockaddr_un address = {};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
-  bool ok = ::connect(fd, reinterpret_cast<struct sockaddr*>(&address), sizeof(address)) == 0;
-  ::close(fd);
-  return ok;
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// True once the daemon answers a grpc.health.v1 Check: the socket alone accepts connections
+// before the daemon serves (it is bound before the jail forks the serving process).
+bool Serves(const std::string& path) {
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateChannel("unix:" + path, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  grpc::Slice empty_request("");  // an empty HealthCheckRequest: the server's overall health
+  grpc::ByteBuffer request(&empty_request, 1);
+  grpc::ByteBuffer response;
+  std::mutex mu;
+  std::condition_variable done_cv;
+  bool done = false;
+  grpc::Status status;
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                 &response, [&](grpc::Status result) {
+                   std::lock_guard<std::mutex> lock(mu);
+                   status = result;
+                   done = true;
+                   done_cv.notify_one();
+                 });
+  std::unique_lock<std::mutex> lock(mu);
+  done_cv.wait(lock, [&] { return done; });
+  return status.ok();
 }
 
 }  // namespace
@@ -76,12 +109,15 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
   daemon->socket_path_ = daemon->dir_ + "/d.sock";
   std::vector<std::string> argv = {BinaryPath(), "--device=" + DeviceName(),
                                    "--listen=" + daemon->socket_path_};
+  // The jail and the enforcing seccomp policy are the default and stay on, except that a
+  // sanitizer runtime cannot live under the policy (see seccomp/README.md).
+  if (kSanitized) argv.push_back("--seccomp=off");
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   absl::StatusOr<pid_t> pid = SpawnProcess(argv);
   if (!pid.ok()) return pid.status();
   daemon->pid_ = *pid;
   absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (!CanConnect(daemon->socket_path_)) {
+  while (!Serves(daemon->socket_path_)) {
     if (!daemon->Running()) {
       return absl::InternalError(
           absl::StrCat("vfiod exited during start-up, status ", daemon->exit_status_));
@@ -92,16 +128,34 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
   return daemon;
 }
 
+void DaemonProcess::Exited(int status) {
+  exited_ = true;
+  exit_status_ = status;
+  // The launcher dies of the daemon's fatal signal: SIGSYS is the seccomp policy killing it.
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS) {
+    ADD_FAILURE() << "vfiod (launcher pid " << pid_
+                  << ") was KILLED BY SIGSYS: a system call outside the seccomp policy "
+                     "(seccomp/policy.cc); dmesg shows it as an audit type=1326 line";
+  }
+}
+
 bool DaemonProcess::Running() {
   if (exited_) return false;
   int status;
   pid_t r = ::waitpid(pid_, &status, WNOHANG);
   if (r == pid_) {
-    exited_ = true;
-    exit_status_ = status;
+    Exited(status);
     return false;
   }
   return true;
+}
+
+absl::StatusOr<pid_t> DaemonProcess::ServingPid() const {
+  // With the jail the serving daemon is the launcher's only child; without it, the launcher.
+  std::ifstream children(absl::StrCat("/proc/", pid_, "/task/", pid_, "/children"));
+  pid_t child = 0;
+  if (children >> child && child > 0) return child;
+  return pid_;
 }
 
 absl::StatusOr<int> DaemonProcess::Terminate(absl::Duration timeout) {
@@ -113,8 +167,7 @@ absl::StatusOr<int> DaemonProcess::Terminate(absl::Duration timeout) {
       ::kill(pid_, SIGKILL);
       int status;
       ::waitpid(pid_, &status, 0);
-      exited_ = true;
-      exit_status_ = status;
+      Exited(status);
       return absl::DeadlineExceededError("vfiod ignored SIGTERM and was killed");
     }
   }

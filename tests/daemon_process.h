@@ -2,7 +2,11 @@
 // under /tmp (TEST_TMPDIR is longer than sun_path allows).
 //
 // The binary is $VFIOD_BINARY when set (the VM lab points it at its copy), else the //daemon:vfiod
-// runfile. The device is $VFIOD_DEVICE when set, else "sim:edu". Terminate() (and the
+// runfile. The device is $VFIOD_DEVICE when set, else "sim:edu". The daemon runs with its
+// defaults: jailed, under the enforcing seccomp policy (only a sanitizer build adds
+// --seccomp=off). pid() is the process the test started: with the jail, the launcher, whose exit
+// status is the daemon's; ServingPid() is the jailed daemon itself. A SIGSYS death (the policy
+// killed the daemon) is a test failure wherever it is observed. Terminate() (and the
 // destructor) sends SIGTERM, waits, then SIGKILLs; the socket folder is removed.
 #ifndef VFIOD_TESTS_DAEMON_PROCESS_H_
 #define VFIOD_TESTS_DAEMON_PROCESS_H_
@@ -28,6 +32,8 @@ class DaemonProcess {
 
   const std::string& socket_path() const { return socket_path_; }
   pid_t pid() const { return pid_; }
+  // The process serving gRPC: the launcher's child under the jail, else pid().
+  absl::StatusOr<pid_t> ServingPid() const;
   // The exit status (as from waitpid) after SIGTERM, or after SIGKILL if it did not stop.
   absl::StatusOr<int> Terminate(absl::Duration timeout = absl::Seconds(5));
   // True while the process has not exited.
@@ -40,6 +46,7 @@ class DaemonProcess {
 
  private:
   DaemonProcess() = default;
+  void Exited(int status);
   std::string dir_;
   std::string socket_path_;
   pid_t pid_ = -1;

@@ -10,6 +10,8 @@ packages=(
   libabsl-dev libseccomp-dev libgtest-dev libgmock-dev
   clang libclang-rt-14-dev
   python3
+  # the VM lab (tools/lab/lab.sh): QEMU, the guest's busybox, the kernel's xz, the initramfs
+  qemu-system-x86 busybox-static xz-utils cpio
 )
 
 missing=()

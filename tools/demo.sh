@@ -1,14 +1,46 @@
 #!/usr/bin/env bash
-# A walk through vfiod on the simulated QEMU edu device: builds the daemon and vfioctl, starts
-# vfiod in listen mode, and drives it with vfioctl: device description, config space, then one
-# owner session that exercises the edu registers, a DMA round trip through guest memory and an
-# MSI delivered to a daemon-owned eventfd; then the observer's view. Exits 0 only when every
-# step succeeded.
+# A walk through vfiod on a QEMU edu device with vfioctl: device description, config space, then
+# one owner session that exercises the edu registers, a DMA round trip through guest memory and
+# an MSI delivered to a daemon-owned eventfd; then the observer's view
+# (tools/demo_walkthrough.sh). Exits 0 only when every step succeeded.
+#
+#   tools/demo.sh          the REAL edu device: boots the VM lab (tools/lab/lab.sh; QEMU guest
+#                          with the device bound to vfio-pci), starts vfiod --device=<its PCI
+#                          address> in the guest and walks through it there
+#   tools/demo.sh --sim    the simulated edu device (vfiod --device=sim:edu) on this machine
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+mode=lab
+case ${1:-} in
+  "") ;;
+  --sim) mode=sim ;;
+  --lab) mode=lab ;;
+  *)
+    echo "usage: tools/demo.sh [--sim]" >&2
+    exit 2
+    ;;
+esac
+
 tools/bootstrap.sh
 bazel build //daemon:vfiod //client:vfioctl
+
+if [[ $mode == lab ]]; then
+  bin=$(bazel info bazel-bin 2>/dev/null)
+  echo "demo: booting the VM lab; vfiod serves the real edu device (vfio-pci) inside it"
+  # guest_suite.sh's walkthrough part: vfiod --device=$LAB_EDU, then tools/demo_walkthrough.sh.
+  status=0
+  tools/lab/lab.sh run --timeout "${LAB_TIMEOUT:-180}" --env LAB_SUITE_VERBOSE=1 \
+    --add "$bin/daemon/vfiod:/demo/vfiod" --add "$bin/client/vfioctl:/demo/vfioctl" \
+    --add "$PWD/tools/demo_walkthrough.sh:/demo/demo_walkthrough.sh" \
+    -- "$PWD/tests/lab/guest_suite.sh" /demo walkthrough || status=$?
+  case $status in
+    0) echo "demo: every step succeeded (real edu device under vfio-pci)" ;;
+    1) echo "demo: FAILED: a step failed in the guest (see above)" >&2 ;;
+    *) echo "demo: FAILED: the VM lab failed (exit $status; see above)" >&2 ;;
+  esac
+  exit "$status"
+fi
 
 vfiod=bazel-bin/daemon/vfiod
 vfioctl=bazel-bin/client/vfioctl
@@ -39,7 +71,6 @@ cleanup() {
 trap cleanup EXIT
 
 step() { printf '\n=== %s\n' "$*"; }
-ctl() { "$vfioctl" --socket "$sock" "$@"; }
 
 step "starting vfiod --device=sim:edu --listen=$sock"
 "$vfiod" --device=sim:edu --listen="$sock" 2>"$dir.log" &
@@ -51,78 +82,4 @@ for _ in $(seq 100); do
 done
 [[ -S $sock ]] || { echo "demo: no socket at $sock after 10s" >&2; exit 1; }
 
-step "vfioctl info: the device description"
-ctl info
-
-step "vfioctl config: config space, decoded like lspci -vv"
-ctl config
-
-step "vfioctl config --raw: config space as a hex dump"
-ctl config --raw
-
-step "vfioctl config read 0x04 2: the command register, to set bus mastering (bit 2) in the session"
-command=$(ctl config read 0x04 2)
-printf -v command_with_bus_master '0x%04x' $((command | 0x4))
-echo "command $command -> $command_with_bus_master"
-
-step "vfioctl --claim session: one connection owns the device for a whole script"
-# Unquoted heredoc: only $command_with_bus_master is expanded.
-ctl --claim session <<EOF
-# --- edu registers (BAR0) ---
-# region poll32 with timeout 0s is a check: it fails unless the register holds the value.
-# identification: 0x010000ed (edu version 1.0)
-region read32 0 0x00
-region poll32 0 0x00 0xffffffff 0x010000ed 0s
-# liveness: reads back the inverse of what was written
-region write32 0 0x04 0x12345678
-region poll32 0 0x04 0xffffffff 0xedcba987 0s
-# factorial: write 10, wait until status bit 0 (computing) clears, read 10! = 3628800
-region write32 0 0x08 10
-region poll32 0 0x20 0x1 0x0
-region poll32 0 0x08 0xffffffff 3628800 0s
-region read32 0 0x08
-
-# --- bus mastering: the command register written back with bit 2 (the device may DMA) ---
-config read 0x04 2
-config write 0x04 2 $command_with_bus_master
-config read 0x04 2
-
-# --- DMA round trip through guest memory ---
-memory create 64K guest
-memory fill guest 0 1024 seq
-# nothing at 0x2000 yet: the round trip below has to put it there
-expect-error DATA_LOSS memory compare guest 0 0x2000 1024
-dma map 0x100000 64K guest 0 rw
-# RAM -> device: 1024 bytes from IOVA 0x100000 to the device buffer at 0x40000
-region write32 0 0x80 0x100000
-region write32 0 0x88 0x40000
-region write32 0 0x90 1024
-region write32 0 0x98 1
-region poll32 0 0x98 0x1 0x0
-# device -> RAM: back to IOVA 0x102000 (guest offset 0x2000)
-region write32 0 0x80 0x40000
-region write32 0 0x88 0x102000
-region write32 0 0x90 1024
-region write32 0 0x98 3
-region poll32 0 0x98 0x1 0x0
-memory compare guest 0 0x2000 1024
-memory dump guest 0 64
-memory dump guest 0x2000 64
-
-# --- an interrupt: MSI vector 0 on a daemon-owned eventfd, streamed to this session ---
-irq watch-start MSI
-irq enable-watch MSI 0 1
-region write32 0 0x60 1
-irq wait MSI 3s
-region poll32 0 0x24 0xffffffff 1 0s
-region write32 0 0x64 1
-region poll32 0 0x24 0xffffffff 0 0s
-
-state
-EOF
-
-step "an observer may not write: expect-error PERMISSION_DENIED"
-ctl expect-error PERMISSION_DENIED region write32 0 0x04 1
-
-step "vfioctl state, from an observer after the session: owner released, nothing mapped"
-ctl state
+"$PWD/tools/demo_walkthrough.sh" "$vfioctl" "$sock"

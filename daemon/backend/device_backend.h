@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "daemon/base/event_fd.h"
+#include "daemon/base/unique_fd.h"
 
 namespace vfiod {
 
@@ -154,6 +155,23 @@ class DeviceBackend {
   virtual absl::Status Reset() = 0;
 
   virtual BackendCounters Counters() const { return {}; }
+
+  // Starts whatever the backend runs on its own (the simulated device's worker thread and its
+  // fds; nothing for the kernel backend). Called once, after the daemon's jail and before
+  // serving: the jail forks and unshares namespaces, which needs a single-threaded process.
+  // Every other method works before Start(); a backend may defer work that needs its thread.
+  virtual absl::Status Start() { return absl::OkStatus(); }
+
+  // The fds a backend holds from creation on and needs while serving, by role: the jail moves
+  // each to the fixed number the seccomp policy names for that role (seccomp/fd_layout.h) and
+  // updates the UniqueFd in place; every fd not kept is closed. Null: the backend has none.
+  // Called once, before Start(), with no other thread using the backend.
+  struct JailFds {
+    UniqueFd* vfio_container = nullptr;
+    UniqueFd* vfio_group = nullptr;
+    UniqueFd* vfio_device = nullptr;
+  };
+  virtual JailFds FdsForJail() { return {}; }
 };
 
 }  // namespace vfiod

@@ -18,7 +18,7 @@ void UniqueFd::Reset(int fd) {
 }
 
 absl::StatusOr<UniqueFd> UniqueFd::Duplicate() const {
-  int fd = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+  int fd = ::fcntl(fd_, F_DUPFD_CLOEXEC, static_cast<long>(kMinDuplicateFd));
   if (fd < 0) return ErrnoError(errno, "fcntl(F_DUPFD_CLOEXEC)");
   return UniqueFd(fd);
 }

@@ -9,6 +9,12 @@
 
 namespace vfiod {
 
+// Duplicate() never returns a number below this one. The numbers below are the jail's fixed fd
+// layout (seccomp/fd_layout.h): the seccomp policy allows fcntl(F_DUPFD_CLOEXEC) only with
+// exactly this minimum, so no duplicate can land on the number of a kept fd (e.g. a VFIO fd,
+// whose ioctls the policy allows by fd number).
+inline constexpr int kMinDuplicateFd = 16;
+
 class UniqueFd {
  public:
   UniqueFd() = default;
@@ -38,7 +44,8 @@ class UniqueFd {
   // Closes the current fd (if any) and owns `fd`.
   void Reset(int fd = -1);
 
-  // A new fd for the same open file description (F_DUPFD_CLOEXEC).
+  // A new fd for the same open file description (F_DUPFD_CLOEXEC), numbered at least
+  // kMinDuplicateFd.
   absl::StatusOr<UniqueFd> Duplicate() const;
 
  private:

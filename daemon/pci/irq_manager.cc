@@ -170,6 +170,12 @@ absl::StatusOr<std::unique_ptr<IrqManager>> IrqManager::Create(DeviceBackend* ba
                        IndexName(info.index), " (more than ", kMaxVectorsPerIndex, ")"));
     }
   }
+  return std::unique_ptr<IrqManager>(new IrqManager(backend, max_watchers));
+}
+
+absl::Status IrqManager::Start() {
+  absl::MutexLock lock(&mu_);
+  if (wake_.has_value()) return absl::FailedPreconditionError("IrqManager: Start called twice");
   absl::StatusOr<EventFd> wake = EventFd::Create();
   if (!wake.ok()) return Prefixed("IrqManager", wake.status());
   int raw_epoll = ::epoll_create1(EPOLL_CLOEXEC);
@@ -181,18 +187,15 @@ absl::StatusOr<std::unique_ptr<IrqManager>> IrqManager::Create(DeviceBackend* ba
   if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, wake->fd().get(), &event) != 0) {
     return ErrnoError(errno, "IrqManager: epoll_ctl(EPOLL_CTL_ADD)");
   }
-  std::unique_ptr<IrqManager> manager(
-      new IrqManager(backend, max_watchers, *std::move(wake), std::move(epoll)));
-  manager->watcher_ = std::thread([m = manager.get()] { m->WatcherLoop(); });
-  return manager;
+  wake_.emplace(*std::move(wake));
+  epoll_ = std::move(epoll);
+  watcher_ = std::thread([this] { WatcherLoop(); });
+  return absl::OkStatus();
 }
 
-IrqManager::IrqManager(DeviceBackend* backend, uint32_t max_watchers, EventFd wake,
-                       UniqueFd epoll)
+IrqManager::IrqManager(DeviceBackend* backend, uint32_t max_watchers)
     : backend_(backend),
       max_watchers_(max_watchers),
-      wake_(std::move(wake)),
-      epoll_(std::move(epoll)),
       registry_(std::make_shared<Registry>()) {
   absl::MutexLock lock(&mu_);
   for (uint32_t i = 0; i < kNumPciIrqIndexes; ++i) indexes_[i].info.index = IrqIndex(i);
@@ -207,8 +210,12 @@ IrqManager::IrqManager(DeviceBackend* backend, uint32_t max_watchers, EventFd wa
 IrqManager::~IrqManager() {
   DisableAll();
   stop_.store(true);
-  absl::Status status = wake_.Signal();
-  if (!status.ok()) LogError("IrqManager: cannot wake the watcher", {{"error", status.ToString()}});
+  if (wake_.has_value()) {
+    absl::Status status = wake_->Signal();
+    if (!status.ok()) {
+      LogError("IrqManager: cannot wake the watcher", {{"error", status.ToString()}});
+    }
+  }
   if (watcher_.joinable()) watcher_.join();
   std::vector<std::shared_ptr<Subscription>> live;
   {
@@ -659,6 +666,9 @@ void IrqManager::RestoreBackendLocked(IrqIndex which, uint32_t start, uint32_t c
 
 absl::StatusOr<uint64_t> IrqManager::AddDaemonFdLocked(IrqIndex index, uint32_t vector,
                                                        FdKind kind) {
+  if (!epoll_.valid()) {
+    return absl::FailedPreconditionError("IrqManager: not started (no watcher thread yet)");
+  }
   VFIOD_ASSIGN_OR_RETURN(EventFd fd, EventFd::Create());
   const uint64_t token = next_token_++;
   struct epoll_event event = {};
@@ -731,7 +741,7 @@ void IrqManager::WatcherLoop() {
       for (int i = 0; i < n; ++i) {
         const uint64_t token = ready[i].data.u64;
         if (token == 0) {
-          (void)wake_.Read();
+          (void)wake_->Read();
           continue;
         }
         auto it = daemon_fds_.find(token);

@@ -76,12 +76,17 @@ class IrqManager {
   // Events a subscription holds before it starts dropping the oldest.
   static constexpr size_t kSubscriptionQueueLimit = 1024;
 
-  // Reads backend->Info().irqs and starts the watcher thread. `backend` is not owned and must
-  // outlive the manager. `max_watchers` bounds the live subscriptions (0: Watch always fails).
-  // INVALID_ARGUMENT for a null backend; the errno status when an eventfd, the epoll instance
-  // or the thread cannot be created.
+  // Reads backend->Info().irqs; opens no fd and starts no thread (Start() does). `backend` is
+  // not owned and must outlive the manager. `max_watchers` bounds the live subscriptions (0:
+  // Watch always fails). INVALID_ARGUMENT for a null backend.
   static absl::StatusOr<std::unique_ptr<IrqManager>> Create(DeviceBackend* backend,
                                                             uint32_t max_watchers);
+  // Creates the watcher's epoll instance and wake eventfd and starts the watcher thread. Called
+  // once, after the daemon's jail (which needs a single-threaded process and renumbers fds).
+  // Until then every request that needs a daemon-owned eventfd (watch forms, MSI/MSI-X mask
+  // with a trigger) is FAILED_PRECONDITION; the others work. The errno status when an eventfd,
+  // the epoll instance or the thread cannot be created; FAILED_PRECONDITION when called twice.
+  absl::Status Start();
   // Disables every index (DisableAll), stops and joins the watcher thread and closes every live
   // subscription (their Next() then drains the queue and returns nullopt, closed() is true).
   ~IrqManager();
@@ -142,7 +147,7 @@ class IrqManager {
     std::vector<Vector> vectors;
   };
 
-  IrqManager(DeviceBackend* backend, uint32_t max_watchers, EventFd wake, UniqueFd epoll);
+  IrqManager(DeviceBackend* backend, uint32_t max_watchers);
 
   absl::Status SetIrqsLocked(IrqRequest& request, std::vector<IrqEvent>& events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -189,8 +194,9 @@ class IrqManager {
 
   DeviceBackend* const backend_;
   const uint32_t max_watchers_;
-  const EventFd wake_;
-  const UniqueFd epoll_;
+  // Set once by Start() (under mu_, before the watcher exists), fixed afterwards.
+  std::optional<EventFd> wake_;
+  UniqueFd epoll_;
   std::atomic<bool> stop_{false};
   std::shared_ptr<Registry> registry_;
 

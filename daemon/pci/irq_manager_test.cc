@@ -271,6 +271,7 @@ class IrqManagerTest : public ::testing::Test {
     auto m = IrqManager::Create(&backend_, 4);
     ASSERT_TRUE(m.ok()) << m.status();
     manager_ = *std::move(m);
+    ASSERT_TRUE(manager_->Start().ok());
   }
 
   // Expects `request` to fail with `code` without reaching the backend and without changing
@@ -643,6 +644,7 @@ TEST(IrqManagerLifetimeTest, DestructionClosesSubscriptions) {
   IrqTestBackend backend;
   auto manager = IrqManager::Create(&backend, 2);
   ASSERT_TRUE(manager.ok());
+  ASSERT_TRUE((*manager)->Start().ok());
   auto sub = (*manager)->Watch({});
   ASSERT_TRUE(sub.ok());
   ASSERT_TRUE((*manager)->SetIrqs(Watch(IrqIndex::kMsix, 0, 2)).ok());
@@ -836,9 +838,11 @@ class IrqManagerSimTest : public ::testing::Test {
     auto backend = CreateSimulatedBackend("edu");
     ASSERT_TRUE(backend.ok()) << backend.status();
     backend_ = *std::move(backend);
+    ASSERT_TRUE(backend_->Start().ok());
     auto m = IrqManager::Create(backend_.get(), 4);
     ASSERT_TRUE(m.ok()) << m.status();
     manager_ = *std::move(m);
+    ASSERT_TRUE(manager_->Start().ok());
   }
   void TearDown() override { manager_.reset(); }
 

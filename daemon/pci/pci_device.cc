@@ -94,6 +94,12 @@ absl::StatusOr<std::unique_ptr<PciDevice>> PciDevice::Create(std::unique_ptr<Dev
   return device;
 }
 
+absl::Status PciDevice::Start() {
+  State& s = *state_;
+  VFIOD_RETURN_IF_ERROR(s.backend->Start());
+  return s.irqs->Start();
+}
+
 const DeviceDescription& PciDevice::description() const { return state_->description; }
 
 const DeviceLimits& PciDevice::limits() const { return state_->limits; }

@@ -101,9 +101,14 @@ struct DeviceSnapshot {
 class PciDevice {
  public:
   // Queries the backend, decodes the BARs by sizing them in config space (and restores them)
-  // and walks the capability lists.
+  // and walks the capability lists. Starts no thread and opens no fd beyond the backend's.
   static absl::StatusOr<std::unique_ptr<PciDevice>> Create(std::unique_ptr<DeviceBackend> backend,
                                                            const DeviceLimits& limits);
+  // Starts the backend's threads (DeviceBackend::Start) and the IRQ manager's watcher. Call
+  // once, after the daemon's jail and before serving (see docs/ARCHITECTURE.md, start-up
+  // order); IRQ requests needing daemon eventfds, and a simulated device's timed work, wait
+  // for it.
+  absl::Status Start();
   ~PciDevice();
 
   const DeviceDescription& description() const;

@@ -59,7 +59,10 @@ std::unique_ptr<PciDevice> MakeEdu(absl::string_view spec = "edu") {
   absl::StatusOr<std::unique_ptr<PciDevice>> device =
       PciDevice::Create(*std::move(backend), DeviceLimits());
   EXPECT_TRUE(device.ok()) << device.status();
-  return device.ok() ? *std::move(device) : nullptr;
+  if (!device.ok()) return nullptr;
+  absl::Status started = (*device)->Start();
+  EXPECT_TRUE(started.ok()) << started;
+  return *std::move(device);
 }
 
 absl::Status Write32(PciDevice& device, uint64_t offset, uint32_t value) {

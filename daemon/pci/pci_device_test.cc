@@ -67,6 +67,7 @@ class PciDeviceTest : public ::testing::Test {
         PciDevice::Create(std::move(backend), limits_);
     ASSERT_TRUE(device.ok()) << device.status();
     device_ = *std::move(device);
+    ASSERT_TRUE(device_->Start().ok());
   }
 
   // Runs `call` (expected to fail with `code`, the message starting with `operation`) and
@@ -256,6 +257,7 @@ TEST(PciDeviceResetTest, ResetDisablesIrqsThenResets) {
   absl::StatusOr<std::unique_ptr<PciDevice>> device =
       PciDevice::Create(std::move(backend), DeviceLimits());
   ASSERT_TRUE(device.ok());
+  ASSERT_TRUE((*device)->Start().ok());
   absl::StatusOr<EventFd> trigger = EventFd::Create();
   ASSERT_TRUE(trigger.ok());
   IrqRequest intx;

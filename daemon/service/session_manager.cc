@@ -119,11 +119,17 @@ void SessionManager::LoseOwner(ConnectionId id, absl::string_view reason) {
   {
     absl::MutexLock lock(&mu_);
     if (!owner_.has_value() || *owner_ != id) return;
+  }
+  // No owner call is running (owner_mu_ is held exclusively) and none can start. The owner is
+  // cleared only once its resources are gone, so that nobody (GetState, a new ClaimOwnership)
+  // sees the device unowned while DMA mappings or IRQs are still being torn down: on real VFIO
+  // that takes milliseconds (found in the VM lab).
+  device_->ReleaseOwnerResources();
+  {
+    absl::MutexLock lock(&mu_);
     owner_.reset();
     ++owner_losses_;
   }
-  // No owner call is running (owner_mu_ is held exclusively) and none can start.
-  device_->ReleaseOwnerResources();
   LogInfo("owner detached; device resources released",
           {{"connection", absl::StrCat(id)}, {"reason", std::string(reason)}});
 }

@@ -136,6 +136,7 @@ class SimEduBackend final : public DeviceBackend, private sim::EduBus {
   absl::Status UnmapDma(uint64_t iova, uint64_t size) override;
   absl::Status Reset() override;
   BackendCounters Counters() const override;
+  absl::Status Start() override;
 
  private:
   enum class IrqMode { kNone, kIntx, kMsi };
@@ -151,7 +152,7 @@ class SimEduBackend final : public DeviceBackend, private sim::EduBus {
     size_t size;
   };
 
-  SimEduBackend(const SimEduOptions& options, EventFd wake);
+  explicit SimEduBackend(const SimEduOptions& options);
 
   void BuildInfo(const SimEduOptions& options);
   void BootAndOpen();
@@ -199,7 +200,9 @@ class SimEduBackend final : public DeviceBackend, private sim::EduBus {
   void SetIntx(bool asserted) override;
 
   BackendInfo info_;
-  const EventFd wake_;
+  // Both set by Start() (no thread may exist before the jail) and fixed afterwards: the worker
+  // and other threads only read them after Start() returned.
+  std::optional<EventFd> wake_;
   std::thread worker_;
   // vfio's permission tables for this device: fixed after construction.
   std::array<uint8_t, kConfigSize> perm_virt_{};
@@ -242,15 +245,11 @@ absl::StatusOr<std::unique_ptr<SimEduBackend>> SimEduBackend::Create(
   if (options.factorial_delay.count() < 0 || options.dma_delay.count() < 0) {
     return absl::InvalidArgumentError("sim edu: negative completion delay");
   }
-  VFIOD_ASSIGN_OR_RETURN(EventFd wake, EventFd::Create());
-  std::unique_ptr<SimEduBackend> backend(new SimEduBackend(options, std::move(wake)));
-  backend->worker_ = std::thread([raw = backend.get()] { raw->WorkerLoop(); });
-  return backend;
+  return std::unique_ptr<SimEduBackend>(new SimEduBackend(options));
 }
 
-SimEduBackend::SimEduBackend(const SimEduOptions& options, EventFd wake)
-    : wake_(std::move(wake)),
-      edu_(this, sim::EduOptions{options.factorial_delay, options.dma_delay}) {
+SimEduBackend::SimEduBackend(const SimEduOptions& options)
+    : edu_(this, sim::EduOptions{options.factorial_delay, options.dma_delay}) {
   BuildInfo(options);
   std::lock_guard<std::mutex> lock(mu_);
   BootAndOpen();
@@ -263,6 +262,14 @@ SimEduBackend::~SimEduBackend() {
   }
   WakeWorker();
   if (worker_.joinable()) worker_.join();
+}
+
+absl::Status SimEduBackend::Start() {
+  if (wake_.has_value()) return absl::FailedPreconditionError("sim edu: Start called twice");
+  VFIOD_ASSIGN_OR_RETURN(EventFd wake, EventFd::Create());
+  wake_.emplace(std::move(wake));
+  worker_ = std::thread([this] { WorkerLoop(); });
+  return absl::OkStatus();
 }
 
 void SimEduBackend::BuildInfo(const SimEduOptions& options) {
@@ -355,7 +362,9 @@ void SimEduBackend::BootAndOpen() {
   set(kMsiCap + PCI_MSI_DATA_64, 2, 0xffff, 0xffff);
 }
 
-void SimEduBackend::WakeWorker() { SignalEventFd(wake_); }
+void SimEduBackend::WakeWorker() {
+  if (wake_.has_value()) SignalEventFd(*wake_);  // before Start(): no worker to wake
+}
 
 void SimEduBackend::WorkerLoop() {
   mu_.lock();
@@ -364,7 +373,7 @@ void SimEduBackend::WorkerLoop() {
     const std::shared_ptr<const EventFd> unmask = intx_unmask_;
     mu_.unlock();
 
-    pollfd fds[2] = {{wake_.fd().get(), POLLIN, 0}, {unmask ? unmask->fd().get() : -1, POLLIN, 0}};
+    pollfd fds[2] = {{wake_->fd().get(), POLLIN, 0}, {unmask ? unmask->fd().get() : -1, POLLIN, 0}};
     timespec timeout{};
     timespec* timeout_ptr = nullptr;
     if (deadline) {
@@ -378,7 +387,7 @@ void SimEduBackend::WorkerLoop() {
     if (ready < 0 && errno != EINTR) {
       LogError("sim: ppoll failed", {{"errno", absl::StrCat(errno)}});
     }
-    if (ready > 0 && (fds[0].revents & POLLIN)) (void)wake_.Read();
+    if (ready > 0 && (fds[0].revents & POLLIN)) (void)wake_->Read();
     const bool unmask_ready = ready > 0 && unmask && (fds[1].revents & POLLIN);
 
     mu_.lock();

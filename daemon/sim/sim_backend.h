@@ -53,8 +53,11 @@
 //     config space keeps its state, as it does under the kernel's save/restore around a reset.
 //
 // Threading: every method is thread-safe (one mutex). One worker thread per backend completes
-// the device's timed work (factorial, DMA) and watches the INTx resample eventfd; it is joined
-// by the destructor. No method blocks beyond the mutex.
+// the device's timed work (factorial, DMA) and watches the INTx resample eventfd; Start()
+// creates it and its wake eventfd (nothing before: the daemon's jail forks and unshares, which
+// needs a single-threaded process), and the destructor joins it. Before Start() every method
+// works, but timed work does not complete and a resample eventfd is not watched. No method
+// blocks beyond the mutex.
 #ifndef VFIOD_DAEMON_SIM_SIM_BACKEND_H_
 #define VFIOD_DAEMON_SIM_SIM_BACKEND_H_
 

@@ -86,7 +86,10 @@ class SimBackendTest : public ::testing::Test {
     options.dma_delay = std::chrono::milliseconds(1);
     absl::StatusOr<std::unique_ptr<DeviceBackend>> backend = CreateSimulatedEdu(options);
     EXPECT_TRUE(backend.ok()) << backend.status();
-    return backend.ok() ? *std::move(backend) : nullptr;
+    if (!backend.ok()) return nullptr;
+    absl::Status started = (*backend)->Start();
+    EXPECT_TRUE(started.ok()) << started;
+    return *std::move(backend);
   }
 
   uint32_t Read(uint32_t index, uint64_t offset, size_t size) {

@@ -97,6 +97,7 @@ class TransportImpl final : public Transport {
   absl::Status Init();
 
   absl::Status Start(grpc::Server* server) override;
+  std::vector<UniqueFd*> FdsForJail() override;
   std::optional<ConnectionId> ConnectionForPeer(absl::string_view peer) const override;
   void CloseFdChannel(FdChannelId id) override;
   void Shutdown() override;
@@ -190,14 +191,6 @@ absl::Status TransportImpl::Init() {
     spawn_fd_channel_peer_ = ToPeer(credentials);
   }
 
-  int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
-  if (epoll_fd < 0) return ErrnoError(errno, "epoll_create1");
-  epoll_.Reset(epoll_fd);
-  int wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd < 0) return ErrnoError(errno, "eventfd");
-  wake_.Reset(wake_fd);
-  VFIOD_RETURN_IF_ERROR(EpollAdd(wake_, EPOLLIN, MakeTag(Tag::kWake)));
-
   if (!listen_path_.empty()) {
     const std::string fd_channel_path = absl::StrCat(listen_path_, kFdChannelSuffix);
     VFIOD_RETURN_IF_ERROR(CheckUnixSocketPath(listen_path_));
@@ -210,10 +203,6 @@ absl::Status TransportImpl::Init() {
                                               socket_mode_));
     stream_listener_.emplace(std::move(stream), Tag::kStreamListener);
     seqpacket_listener_.emplace(std::move(seqpacket), Tag::kSeqPacketListener);
-    VFIOD_RETURN_IF_ERROR(
-        EpollAdd(stream_listener_->socket.fd(), EPOLLIN, MakeTag(Tag::kStreamListener)));
-    VFIOD_RETURN_IF_ERROR(
-        EpollAdd(seqpacket_listener_->socket.fd(), EPOLLIN, MakeTag(Tag::kSeqPacketListener)));
     std::string uids;
     for (uid_t uid : allowed_uids_) absl::StrAppend(&uids, uids.empty() ? "" : ",", uid);
     LogInfo("listening", {{"socket", listen_path_},
@@ -250,10 +239,39 @@ absl::Status TransportImpl::Start(grpc::Server* server) {
   absl::MutexLock lock(&lifecycle_mu_);
   if (shut_down_) return absl::FailedPreconditionError("Transport::Start after Shutdown");
   if (started_) return absl::FailedPreconditionError("Transport::Start called twice");
+  // The epoll instance and the wake eventfd are created here, not in Create(): epoll keys its
+  // registrations by fd number, and the jail renumbers the sockets between the two.
+  int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd < 0) return ErrnoError(errno, "epoll_create1");
+  epoll_.Reset(epoll_fd);
+  {
+    absl::MutexLock state_lock(&mu_);
+    int wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd < 0) return ErrnoError(errno, "eventfd");
+    wake_.Reset(wake_fd);
+  }
+  VFIOD_RETURN_IF_ERROR(EpollAdd(wake_, EPOLLIN, MakeTag(Tag::kWake)));
+  if (stream_listener_.has_value()) {
+    VFIOD_RETURN_IF_ERROR(
+        EpollAdd(stream_listener_->socket.fd(), EPOLLIN, MakeTag(Tag::kStreamListener)));
+  }
+  if (seqpacket_listener_.has_value()) {
+    VFIOD_RETURN_IF_ERROR(
+        EpollAdd(seqpacket_listener_->socket.fd(), EPOLLIN, MakeTag(Tag::kSeqPacketListener)));
+  }
   started_ = true;
   server_ = server;
   thread_ = std::thread([this] { Run(); });
   return absl::OkStatus();
+}
+
+std::vector<UniqueFd*> TransportImpl::FdsForJail() {
+  std::vector<UniqueFd*> fds;
+  if (stream_listener_.has_value()) fds.push_back(stream_listener_->socket.mutable_fd());
+  if (seqpacket_listener_.has_value()) fds.push_back(seqpacket_listener_->socket.mutable_fd());
+  if (spawn_connection_.valid()) fds.push_back(&spawn_connection_);
+  if (spawn_fd_channel_.valid()) fds.push_back(&spawn_fd_channel_);
+  return fds;
 }
 
 std::optional<ConnectionId> TransportImpl::ConnectionForPeer(absl::string_view peer) const {
@@ -278,6 +296,7 @@ void TransportImpl::RequestStop() {
   absl::MutexLock lock(&mu_);
   if (stop_requested_) return;
   stop_requested_ = true;
+  if (!wake_.valid()) return;  // never started
   const uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(wake_.get(), &one, sizeof(one));
 }

@@ -34,8 +34,9 @@
 //  - On the fd channel, an empty message without fds reads as end of stream and closes the
 //    channel; a client that lets its replies fill the socket buffer has its channel closed.
 //
-// Threading: Create() binds the sockets and starts nothing (call it before the jail). Start()
-// starts one event thread running an epoll loop; all TransportEvents callbacks are made from
+// Threading: Create() binds the sockets and starts nothing (call it before the jail); it opens
+// no fd but the sockets, which FdsForJail() lists. Start() creates the epoll instance and a wake
+// eventfd and starts one event thread running an epoll loop; all TransportEvents callbacks are made from
 // that thread, one at a time. ConnectionForPeer() is thread-safe. Shutdown() stops the thread
 // and closes every socket the transport still owns; it is idempotent and the destructor calls
 // it.
@@ -115,6 +116,12 @@ class Transport {
   // grpc::AddInsecureChannelFromFd after being set non-blocking. `server` must outlive
   // Shutdown().
   virtual absl::Status Start(grpc::Server* server) = 0;
+
+  // Every fd the transport owns between Create() and Start(): the listening sockets and the
+  // spawn-mode sockets (none else exists before Start()). For the jail, which moves each to a
+  // fixed number in place (see daemon/jail/jail.h); call before Start() only, with no other
+  // thread using the transport.
+  virtual std::vector<UniqueFd*> FdsForJail() = 0;
 
   // The connection of a call, from ServerContext::peer(); nullopt when unknown or closed.
   virtual std::optional<ConnectionId> ConnectionForPeer(absl::string_view peer) const = 0;

@@ -57,6 +57,8 @@ class UnixListener {
   ~UnixListener();
 
   const UniqueFd& fd() const { return fd_; }
+  // For the jail only, which moves the socket to a fixed fd number in place.
+  UniqueFd* mutable_fd() { return &fd_; }
   const std::string& path() const { return path_; }
 
   // Removes the socket file if the path still names the inode this listener created (a file put

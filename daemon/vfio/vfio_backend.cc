@@ -45,6 +45,16 @@ VfioBackend::VfioBackend(VfioContainer container, VfioGroup group, VfioDevice de
       info_(std::move(info)),
       regions_(std::move(regions)) {}
 
+DeviceBackend::JailFds VfioBackend::FdsForJail() {
+  // The three objects are this backend's own non-const members, so writing through their
+  // const accessors is well defined; only the jail does it, once, before any thread exists.
+  JailFds fds;
+  fds.vfio_container = const_cast<UniqueFd*>(&container_.fd());
+  fds.vfio_group = const_cast<UniqueFd*>(&group_.fd());
+  fds.vfio_device = const_cast<UniqueFd*>(&device_.fd());
+  return fds;
+}
+
 absl::StatusOr<std::unique_ptr<VfioBackend>> VfioBackend::Open(absl::string_view device,
                                                                const VfioPaths& paths) {
   const VfioDeviceResolver resolver(paths.sysfs_root, paths.dev_root);

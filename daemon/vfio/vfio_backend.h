@@ -60,6 +60,8 @@ class VfioBackend final : public DeviceBackend {
   absl::Status MapDma(const DmaMap& map) override;
   absl::Status UnmapDma(uint64_t iova, uint64_t size) override;
   absl::Status Reset() override;
+  // The container, group and device fds, for the jail to move to their fixed numbers in place.
+  JailFds FdsForJail() override;
 
   // For the jail to pin fd numbers only: never close, move or use these for anything else.
   const UniqueFd& container_fd() const { return container_.fd(); }

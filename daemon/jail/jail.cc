@@ -1,0 +1,412 @@
+#include "daemon/jail/jail.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/securebits.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/base/errno_status.h"
+#include "daemon/base/logging.h"
+#include "daemon/base/status_macros.h"
+#include "seccomp/fd_layout.h"
+
+namespace vfiod::jail {
+namespace {
+
+using seccomp::kFixedFdLimit;
+
+// A failed step: "jail: <step>: <strerror> (errno <n>)", the code following the errno.
+absl::Status StepError(absl::string_view step, int error_number = errno) {
+  return ErrnoError(error_number, absl::StrCat("jail: ", step));
+}
+
+// Closes [first, last] (inclusive), ignoring empty ranges.
+void CloseRange(unsigned first, unsigned last) {
+  if (first > last) return;
+  if (::close_range(first, last, 0) != 0) {
+    // Before Linux 5.9: one by one up to the fd limit.
+    const long limit = ::sysconf(_SC_OPEN_MAX);
+    for (unsigned fd = first; fd <= last && static_cast<long>(fd) < limit; ++fd) ::close(fd);
+  }
+}
+
+absl::Status WriteFile(const char* path, absl::string_view text) {
+  int fd = ::open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return StepError(absl::StrCat("open ", path));
+  UniqueFd owned(fd);
+  if (::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    return StepError(absl::StrCat("write ", path, " \"", text, "\""));
+  }
+  return absl::OkStatus();
+}
+
+struct SocketFile {
+  std::string path;
+  dev_t dev;
+  ino_t ino;
+};
+
+void EmptyHandler(int) {}
+
+// ---- the launcher (the parent, outside every namespace but the user namespace)
+
+[[noreturn]] void ExitLike(int status) {
+  if (WIFEXITED(status)) ::_exit(WEXITSTATUS(status));
+  const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : SIGKILL;
+  // Die of the same signal, without a core file of our own.
+  struct rlimit no_core = {0, 0};
+  ::setrlimit(RLIMIT_CORE, &no_core);
+  ::signal(sig, SIG_DFL);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, sig);
+  ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+  ::kill(::getpid(), sig);
+  ::_exit(128 + sig);
+}
+
+// Relays what is readable on `fd` to stderr; false at end of file or on error.
+bool Relay(int fd) {
+  char buffer[16384];
+  for (;;) {
+    ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return true;
+    if (n <= 0) return false;
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = ::write(STDERR_FILENO, buffer + done, n - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) break;  // stderr gone: drop the log, keep running
+      done += w;
+    }
+  }
+}
+
+[[noreturn]] void RunLauncher(pid_t child, UniqueFd log_read, UniqueFd alive_write,
+                              const std::vector<SocketFile>& files) {
+  // The daemon's sockets and device fds belong to the daemon alone.
+  const int a = std::min(log_read.get(), alive_write.get());
+  const int b = std::max(log_read.get(), alive_write.get());
+  CloseRange(3, a - 1);
+  CloseRange(a + 1, b - 1);
+  CloseRange(b + 1, ~0U);
+  ::fcntl(log_read.get(), F_SETFL, O_NONBLOCK);
+  LogInfo("jail: launcher started", {{"daemon_pid", absl::StrCat(child)},
+                                     {"launcher_pid", absl::StrCat(::getpid())}});
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&signals, sig);
+  ::sigprocmask(SIG_BLOCK, &signals, nullptr);
+  const int signal_fd = ::signalfd(-1, &signals, SFD_CLOEXEC);
+  if (signal_fd < 0) {
+    LogError("jail: launcher: signalfd failed; killing the daemon",
+             {{"errno", absl::StrCat(errno)}});
+    ::kill(child, SIGKILL);
+  }
+  bool log_open = true;
+  std::optional<int> status;
+  while (!status.has_value() || log_open) {
+    struct pollfd waits[2] = {{signal_fd, POLLIN, 0}, {log_open ? log_read.get() : -1, POLLIN, 0}};
+    if (status.has_value()) waits[0].fd = -1;
+    if (::poll(waits, 2, status.has_value() ? 1000 : -1) < 0 && errno != EINTR) break;
+    if (waits[1].revents != 0) log_open = Relay(log_read.get());
+    if (status.has_value() && waits[1].revents == 0) break;  // no more log within a second
+    if (waits[0].revents & POLLIN) {
+      struct signalfd_siginfo info;
+      if (::read(signal_fd, &info, sizeof(info)) != sizeof(info)) continue;
+      if (info.ssi_signo == SIGCHLD) {
+        int wstatus;
+        if (::waitpid(child, &wstatus, WNOHANG) == child) status = wstatus;
+      } else {
+        ::kill(child, static_cast<int>(info.ssi_signo));
+      }
+    }
+    if (signal_fd < 0 && !status.has_value()) {
+      int wstatus;
+      if (::waitpid(child, &wstatus, 0) == child) status = wstatus;
+    }
+  }
+  if (!status.has_value()) {
+    int wstatus;
+    ::kill(child, SIGKILL);
+    while (::waitpid(child, &wstatus, 0) < 0 && errno == EINTR) {
+    }
+    status = wstatus;
+  }
+  for (const SocketFile& file : files) {
+    struct stat st;
+    if (::lstat(file.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == file.dev &&
+        st.st_ino == file.ino) {
+      ::unlink(file.path.c_str());
+    }
+  }
+  ExitLike(*status);
+}
+
+// ---- the jailed child
+
+absl::Status SetLimit(int resource, const char* name, rlim_t value, bool clamp) {
+  struct rlimit wanted = {value, value};
+  if (::setrlimit(resource, &wanted) == 0) return absl::OkStatus();
+  const int error = errno;
+  struct rlimit current;
+  if (clamp && error == EPERM && ::getrlimit(resource, &current) == 0 &&
+      value > current.rlim_max) {
+    struct rlimit clamped = {current.rlim_max, current.rlim_max};
+    if (::setrlimit(resource, &clamped) == 0) {
+      LogWarning("jail: rlimit clamped to the hard limit (raising it needs CAP_SYS_RESOURCE)",
+                 {{"limit", name},
+                  {"wanted", absl::StrCat(value)},
+                  {"set", absl::StrCat(current.rlim_max)}});
+      return absl::OkStatus();
+    }
+  }
+  return StepError(absl::StrCat("setrlimit(", name, ", ", value, ")"), error);
+}
+
+absl::Status SetLimits(const JailOptions& options) {
+  VFIOD_RETURN_IF_ERROR(SetLimit(RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK", options.memlock_bytes, true));
+  VFIOD_RETURN_IF_ERROR(SetLimit(RLIMIT_NOFILE, "RLIMIT_NOFILE", options.max_open_files, true));
+  VFIOD_RETURN_IF_ERROR(SetLimit(RLIMIT_CORE, "RLIMIT_CORE", 0, false));
+  // No file grows; a write to a regular file fails with EFBIG rather than killing by SIGXFSZ.
+  ::signal(SIGXFSZ, SIG_IGN);
+  return SetLimit(RLIMIT_FSIZE, "RLIMIT_FSIZE", 0, false);
+}
+
+// A directory to mount the new root on (any will do: the mount is private to the namespace).
+const char* MountPoint() {
+  for (const char* dir : {"/tmp", "/mnt", "/proc", "/dev"}) {
+    struct stat st;
+    if (::stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) return dir;
+  }
+  return nullptr;
+}
+
+absl::Status EmptyRoot() {
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    return StepError("mount(\"/\", MS_REC | MS_PRIVATE)");
+  }
+  const char* dir = MountPoint();
+  if (dir == nullptr) return absl::FailedPreconditionError("jail: no directory to mount on");
+  if (::mount("vfiod-root", dir, "tmpfs", MS_RDONLY | MS_NODEV | MS_NOSUID | MS_NOEXEC,
+              "size=4k,nr_inodes=2,mode=0555") != 0) {
+    return StepError(absl::StrCat("mount(tmpfs, ", dir, ", read-only)"));
+  }
+  int old_root = ::open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+  if (old_root < 0) return StepError("open(\"/\")");
+  UniqueFd old_root_fd(old_root);
+  if (::chdir(dir) != 0) return StepError(absl::StrCat("chdir(", dir, ")"));
+  if (::syscall(SYS_pivot_root, ".", ".") == 0) {
+    // The old root is now stacked on the new one: detach it.
+    if (::fchdir(old_root_fd.get()) != 0) return StepError("fchdir(old root)");
+    if (::umount2(".", MNT_DETACH) != 0) return StepError("umount2(old root, MNT_DETACH)");
+  } else if (errno == EINVAL) {
+    // The root is the initramfs (rootfs), which cannot be pivoted away from: move the new root
+    // over it and chroot (the rootfs stays underneath, unreachable without CAP_SYS_CHROOT).
+    if (::mount(".", "/", nullptr, MS_MOVE, nullptr) != 0) return StepError("mount(MS_MOVE)");
+    if (::chroot(".") != 0) return StepError("chroot(\".\")");
+  } else {
+    return StepError("pivot_root(\".\", \".\")");
+  }
+  old_root_fd.Reset();
+  if (::chdir("/") != 0) return StepError("chdir(\"/\")");
+  return absl::OkStatus();
+}
+
+absl::Status DropPrivileges(const JailOptions& options) {
+  // Locked secure bits: uid 0 grants nothing, uid changes keep nothing, no ambient raise.
+  const unsigned long bits = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+                             SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
+                             SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+  if (::prctl(PR_SET_SECUREBITS, bits, 0, 0, 0) != 0) return StepError("PR_SET_SECUREBITS");
+  for (int cap = 0;; ++cap) {
+    int present = ::prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+    if (present < 0 && errno == EINVAL) break;  // beyond the last capability
+    if (present < 0) return StepError(absl::StrCat("PR_CAPBSET_READ ", cap));
+    if (present == 1 && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+      return StepError(absl::StrCat("PR_CAPBSET_DROP ", cap));
+    }
+  }
+  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) {
+    return StepError("PR_CAP_AMBIENT_CLEAR_ALL");
+  }
+  if (options.uid.has_value() || options.gid.has_value()) {
+    if (::setgroups(0, nullptr) != 0) return StepError("setgroups(0)");
+  }
+  if (options.gid.has_value() &&
+      ::setresgid(*options.gid, *options.gid, *options.gid) != 0) {
+    return StepError(absl::StrCat("setresgid(", *options.gid, ")"));
+  }
+  if (options.uid.has_value() &&
+      ::setresuid(*options.uid, *options.uid, *options.uid) != 0) {
+    return StepError(absl::StrCat("setresuid(", *options.uid, ")"));
+  }
+  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+  if (::syscall(SYS_capset, &header, data) != 0) return StepError("capset(none)");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<int> ThreadCount() {
+  DIR* dir = ::opendir("/proc/self/task");
+  if (dir == nullptr) return StepError("opendir(/proc/self/task)");
+  int threads = 0;
+  while (struct dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] != '.') ++threads;
+  }
+  ::closedir(dir);
+  return threads;
+}
+
+absl::Status PinFds(const std::vector<KeptFd>& kept) {
+  std::set<int> numbers;
+  for (const KeptFd& k : kept) {
+    if (k.fd == nullptr || !k.fd->valid()) {
+      return absl::InvalidArgumentError(absl::StrCat("jail: pin fds: ", k.what, " is not open"));
+    }
+    if (k.number <= STDERR_FILENO || k.number >= kFixedFdLimit || !numbers.insert(k.number).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("jail: pin fds: bad or repeated number ", k.number, " for ", k.what));
+    }
+  }
+  // Above the fixed range first, so that no kept fd sits on another's number...
+  for (const KeptFd& k : kept) {
+    int high = ::fcntl(k.fd->get(), F_DUPFD_CLOEXEC, static_cast<long>(kFixedFdLimit));
+    if (high < 0) return StepError(absl::StrCat("pin fds: fcntl(F_DUPFD_CLOEXEC, ", k.what, ")"));
+    k.fd->Reset(high);
+  }
+  // ...then onto the numbers.
+  for (const KeptFd& k : kept) {
+    if (::dup3(k.fd->get(), k.number, O_CLOEXEC) < 0) {
+      return StepError(absl::StrCat("pin fds: dup3(", k.what, ", ", k.number, ")"));
+    }
+    k.fd->Reset(k.number);
+  }
+  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null < 0) return StepError("pin fds: open(/dev/null)");
+  for (int fd : {seccomp::kStdinFd, seccomp::kStdoutFd}) {
+    if (null != fd && ::dup2(null, fd) < 0) return StepError("pin fds: dup2(/dev/null)");
+  }
+  if (::fcntl(seccomp::kLogFd, F_GETFD) < 0 && ::dup2(null, seccomp::kLogFd) < 0) {
+    return StepError("pin fds: dup2(/dev/null, 2)");
+  }
+  if (null > seccomp::kLogFd && numbers.count(null) == 0) ::close(null);
+  for (int fd = STDERR_FILENO + 1; fd < kFixedFdLimit; ++fd) {
+    if (numbers.count(fd) == 0) ::close(fd);
+  }
+  CloseRange(kFixedFdLimit, ~0U);
+  return absl::OkStatus();
+}
+
+absl::Status Enter(const JailOptions& options) {
+  // 1. Single-threaded.
+  VFIOD_ASSIGN_OR_RETURN(int threads, ThreadCount());
+  if (threads != 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "jail: the process has ", threads, " threads; the jail must come before any thread"));
+  }
+  if (options.max_open_files <= static_cast<uint64_t>(kFixedFdLimit)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("jail: RLIMIT_NOFILE ", options.max_open_files, " is too small"));
+  }
+  const bool root = ::geteuid() == 0;
+  if (!root && (options.uid.has_value() || options.gid.has_value())) {
+    return absl::InvalidArgumentError("jail: --uid and --gid need the daemon to start as root");
+  }
+  std::vector<SocketFile> files;
+  for (const std::string& path : options.socket_files) {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+      files.push_back({path, st.st_dev, st.st_ino});
+    }
+  }
+
+  // 2. Namespaces that need a fork, and the fork.
+  if (!root) {
+    const uid_t uid = ::geteuid();
+    const gid_t gid = ::getegid();
+    if (::unshare(CLONE_NEWUSER) != 0) return StepError("unshare(CLONE_NEWUSER)");
+    VFIOD_RETURN_IF_ERROR(WriteFile("/proc/self/setgroups", "deny"));
+    VFIOD_RETURN_IF_ERROR(WriteFile("/proc/self/uid_map", absl::StrCat(uid, " ", uid, " 1")));
+    VFIOD_RETURN_IF_ERROR(WriteFile("/proc/self/gid_map", absl::StrCat(gid, " ", gid, " 1")));
+  }
+  if (::unshare(CLONE_NEWPID) != 0) return StepError("unshare(CLONE_NEWPID)");
+  int log_pipe[2];
+  if (::pipe2(log_pipe, O_CLOEXEC) != 0) return StepError("pipe2(log)");
+  UniqueFd log_read(log_pipe[0]), log_write(log_pipe[1]);
+  int alive_pipe[2];
+  if (::pipe2(alive_pipe, O_CLOEXEC) != 0) return StepError("pipe2(launcher alive)");
+  UniqueFd alive_read(alive_pipe[0]), alive_write(alive_pipe[1]);
+  sigset_t chld, old_mask;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &chld, &old_mask);  // no SIGCHLD lost before the launcher waits
+  const pid_t child = ::fork();
+  if (child < 0) return StepError("fork");
+  if (child > 0) {
+    log_write.Reset();
+    alive_read.Reset();
+    RunLauncher(child, std::move(log_read), std::move(alive_write), files);
+  }
+  ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+  log_read.Reset();
+  alive_write.Reset();
+  if (::dup2(log_write.get(), seccomp::kLogFd) < 0) return StepError("dup2(log pipe, 2)");
+  log_write.Reset();
+  // pid 1 is sent only the signals it handles: handle them (they stay blocked; the daemon's
+  // signalfd reads them).
+  struct sigaction action = {};
+  action.sa_handler = EmptyHandler;
+  sigemptyset(&action.sa_mask);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
+    if (::sigaction(sig, &action, nullptr) != 0) return StepError("sigaction");
+  }
+
+  // 3. Resource limits, while still privileged.
+  VFIOD_RETURN_IF_ERROR(SetLimits(options));
+  // 4. The other namespaces.
+  if (::unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET) != 0) {
+    return StepError("unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET)");
+  }
+  static constexpr char kHostname[] = "vfiod";
+  if (::sethostname(kHostname, sizeof(kHostname) - 1) != 0) return StepError("sethostname");
+  // 5. The empty root.
+  VFIOD_RETURN_IF_ERROR(EmptyRoot());
+  // 6. Privileges.
+  VFIOD_RETURN_IF_ERROR(DropPrivileges(options));
+  // 7. no_new_privs, and the launcher's death kills the daemon (armed after the credential
+  // changes, which clear it; the pipe tells whether the launcher already died).
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return StepError("PR_SET_NO_NEW_PRIVS");
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return StepError("PR_SET_PDEATHSIG");
+  struct pollfd alive = {alive_read.get(), POLLIN, 0};
+  if (::poll(&alive, 1, 0) != 0) {
+    ::_exit(1);  // the launcher is gone: nobody would forward signals or relay logs
+  }
+  alive_read.Reset();
+  return absl::OkStatus();
+}
+
+}  // namespace vfiod::jail

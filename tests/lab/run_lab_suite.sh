@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The VM lab suite: vfiod against real Linux vfio-pci devices, in one boot of the lab's guest
+# (tools/lab/lab.sh; QEMU's edu, e1000e, nvme, virtio-net and pci-testdev bound to vfio-pci).
+#
+#   tests/lab/run_lab_suite.sh [--keep] [PART...]
+#
+# Builds what it needs, boots the lab once and runs tests/lab/guest_suite.sh in the guest, which
+# runs, in order:
+#   edu_scenario  tests/edu_scenario_test, unchanged, with VFIOD_DEVICE=$LAB_EDU
+#   owner_loss    tests/owner_loss_test, unchanged (SIGKILLed owner; spawn mode)
+#   zoo           tests/lab/zoo_test: every zoo device served, `vfioctl --json info/config`
+#                 compared with sysfs, MSI-X all vectors + mask/unmask, kernel-checked owner
+#                 loss, vfiod SIGKILLed and restarted on the same device
+#   walkthrough   the vfioctl walk-through of tools/demo.sh on the real edu device
+# and prints a summary with timings. Exit codes are the lab's: 0 every part passed, 1 a part
+# failed, 2 the lab (or the build) failed. Environment: see tools/lab/README.md (LAB_CACHE,
+# LAB_ACCEL, LAB_TIMEOUT, ...); BAZEL (default bazel).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+
+keep=()
+if [[ ${1:-} == --keep ]]; then
+  keep=(--keep)
+  shift
+fi
+parts=("$@")
+
+BAZEL=${BAZEL:-bazel}
+t_start=$(date +%s.%N)
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; }
+
+targets=(//daemon:vfiod //client:vfioctl //tests:edu_scenario_test //tests:owner_loss_test
+  //tests:owner_process //tests/lab:zoo_test)
+echo "lab-suite: building ${targets[*]}"
+if ! "$BAZEL" build "${targets[@]}"; then
+  echo "lab-suite: RESULT: ERROR (the build failed)" >&2
+  exit 2
+fi
+bin=$("$BAZEL" info bazel-bin 2>/dev/null) || { echo "lab-suite: bazel info bazel-bin failed" >&2; exit 2; }
+t_build=$(elapsed "$t_start")
+
+# Everything goes to /suite in the guest (links to the files' real paths, which the lab also
+# stages, so $ORIGIN RUNPATHs resolve).
+suite=/suite
+adds=(
+  --add "$bin/daemon/vfiod:$suite/vfiod"
+  --add "$bin/client/vfioctl:$suite/vfioctl"
+  --add "$bin/tests/edu_scenario_test:$suite/edu_scenario_test"
+  --add "$bin/tests/owner_loss_test:$suite/owner_loss_test"
+  --add "$bin/tests/lab/zoo_test:$suite/zoo_test"
+  --add "$bin/daemon/vfiod:$suite/runfiles/vfiod/daemon/vfiod"
+  --add "$bin/tests/owner_process:$suite/runfiles/vfiod/tests/owner_process"
+  --add "$PWD/tools/demo_walkthrough.sh:$suite/demo_walkthrough.sh"
+)
+# cc_test binaries link the project's libraries dynamically from $ORIGIN/../_solib_k8 (Bazel's
+# fastbuild); the lab stages shared libraries at the path ldd names, which is not where $ORIGIN
+# points from the binary's real path, so put them there too.
+declare -A solibs=()
+for test in edu_scenario_test owner_loss_test lab/zoo_test; do
+  while read -r lib; do
+    solibs[$lib]=1
+  done < <(ldd "$bin/tests/$test" | awk '$3 ~ /\/_solib_[^\/]*\// {print $3}')
+done
+for lib in "${!solibs[@]}"; do
+  dir=$(basename "$(dirname "$lib")")
+  adds+=(--add "$lib:$(realpath "$bin")/$dir/$(basename "$lib")")
+done
+
+console=$(mktemp /tmp/vfiod-lab-suite.XXXXXX)
+labout=$(mktemp /tmp/vfiod-lab-suite-stderr.XXXXXX)
+trap 'rm -f "$console" "$labout"' EXIT
+
+echo "lab-suite: booting the lab (${parts[*]:-all parts})"
+t_lab=$(date +%s.%N)
+tools/lab/lab.sh run --timeout "${LAB_TIMEOUT:-240}" "${keep[@]}" "${adds[@]}" --log "$console" \
+  -- "$PWD/tests/lab/guest_suite.sh" "$suite" "${parts[@]}" 2> >(tee "$labout" >&2)
+lab_rc=$?
+wait # for tee
+t_lab=$(elapsed "$t_lab")
+
+echo
+echo "lab-suite: summary"
+printf '  %-14s %-6s %s\n' PART RESULT SECONDS
+n_parts=0
+n_failed=0
+while read -r line; do
+  name=$(sed -n 's/.* name=\([^ ]*\).*/\1/p' <<<"$line")
+  result=$(sed -n 's/.* result=\([^ ]*\).*/\1/p' <<<"$line")
+  seconds=$(sed -n 's/.* seconds=\([^ ]*\).*/\1/p' <<<"$line")
+  printf '  %-14s %-6s %s\n' "$name" "$result" "$seconds"
+  n_parts=$((n_parts + 1))
+  [[ $result == PASS ]] || n_failed=$((n_failed + 1))
+done < <(grep -a '^LAB-SUITE-PART:' "$console" | tr -d '\r')
+# One line per failed or skipped test (gtest's result line, which ends with its time).
+grep -aE '^\[ *(FAILED|SKIPPED) *\] [A-Za-z].* \([0-9]+ ms\)' "$console" | tr -d '\r' |
+  sed -E 's/, where GetParam\(\) = / /; s/^/  /'
+lab_summary=$(grep -a '^lab: result:' "$labout" | tail -n 1)
+echo "  ${lab_summary#lab: }"
+echo "  build ${t_build}s, lab run ${t_lab}s, whole suite $(elapsed "$t_start")s"
+
+case $lab_rc in
+  0)
+    if ((n_parts == 0)); then
+      echo "lab-suite: RESULT: ERROR (no part reported)"
+      exit 2
+    fi
+    echo "lab-suite: RESULT: PASS ($n_parts parts)"
+    exit 0
+    ;;
+  1)
+    echo "lab-suite: RESULT: FAIL ($n_failed of $n_parts parts failed)"
+    exit 1
+    ;;
+  *)
+    echo "lab-suite: RESULT: ERROR (the lab failed, exit $lab_rc; see above)"
+    exit 2
+    ;;
+esac
