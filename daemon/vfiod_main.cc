@@ -45,7 +45,6 @@
 #include "daemon/sim/sim_backend.h"
 #include "daemon/transport/transport.h"
 #include "daemon/vfio/vfio_backend.h"
-#include "grpc/support/cpu.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -78,7 +77,9 @@ ABSL_FLAG(uint32_t, max_dma_mappings, 4096, "DMA mappings the owner may hold.");
 ABSL_FLAG(uint32_t, max_region_access_bytes, 64 * 1024, "Largest ReadRegion/WriteRegion.");
 ABSL_FLAG(uint32_t, max_irq_watchers, 8, "Concurrent WatchIrqs streams.");
 ABSL_FLAG(uint32_t, max_connections, 64, "Concurrent client connections.");
-ABSL_FLAG(uint32_t, max_fd_tokens, 64, "Unused fds a session may hold on its fd channels.");
+ABSL_FLAG(uint32_t, max_fd_tokens, 0,
+          "Unused fds a session may hold on its fd channels (0: 64, or the device's largest IRQ "
+          "vector count plus 16 if that is more, so one SetIrqs can name every vector).");
 ABSL_FLAG(int, grpc_max_threads, 16, "Threads gRPC may use for calls.");
 ABSL_FLAG(std::string, jail, "on",
           "on: confine the daemon before serving (fds pinned, rlimits, namespaces, an empty "
@@ -221,16 +222,14 @@ absl::StatusOr<SandboxSettings> ParseSandboxFlags() {
   return settings;
 }
 
-// Makes Abseil and gRPC count the machine's CPUs while /sys is still visible. Both count once
-// and cache the result; counted inside the jail (no /sys, no /proc) they fall back to the
-// affinity mask, which is 1 CPU when the daemon is pinned (as the benchmark pins it, or a
-// cpuset might). absl::Mutex then never spins or yields before sleeping, and a gRPC call costs
-// more futex sleeps and wake-ups: measured +9 us per unary call on this machine (48 vs 38 us,
-// client 2.0 vs 1.4 context switches per call; docs/PERFORMANCE.md).
-void PrimeCpuCountsBeforeJail() {
-  //TMP (void)absl::base_internal::NumCPUs();
-  (void)gpr_cpu_num_cores();
-}
+// Makes Abseil count the machine's CPUs while /sys is still visible. It counts once and caches
+// the count; counted inside the jail (no /sys, no /proc) it falls back to the affinity mask,
+// which is 1 CPU when the daemon is pinned (as the benchmark pins it, or a cpuset might), and
+// absl::Mutex (gRPC's locks) then never spins or yields before it sleeps: every gRPC call pays
+// extra futex sleeps and wake-ups. Measured on this machine, pinned, jail on: 48 -> 38 us per
+// unary call, client 2.0 -> 1.2 context switches per call (docs/PERFORMANCE.md). gRPC's own
+// count (gpr_cpu_num_cores) made no difference.
+void PrimeCpuCountBeforeJail() { (void)absl::base_internal::NumCPUs(); }
 
 // Pins the kept fds, enters the jail and loads the seccomp policy, as `settings` say. Called
 // after every socket exists and before any thread does. With the jail on, returns in the jailed
@@ -313,7 +312,6 @@ absl::Status Run() {
   transport_options.max_connections = absl::GetFlag(FLAGS_max_connections);
 
   SessionOptions session_options;
-  session_options.max_fd_tokens = absl::GetFlag(FLAGS_max_fd_tokens);
   VFIOD_ASSIGN_OR_RETURN(session_options.owner_uids,
                          ParseUids(absl::GetFlag(FLAGS_owner_uid), "owner-uid"));
   if (session_options.owner_uids.empty()) {
@@ -343,7 +341,17 @@ absl::Status Run() {
   VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<DeviceBackend> backend, OpenBackend(device_name));
   DeviceBackend* const backend_for_jail = backend.get();
   uint64_t irq_vectors = 0;
-  for (const IrqInfo& irq : backend->Info().irqs) irq_vectors += irq.count;
+  uint32_t largest_irq_index = 0;
+  for (const IrqInfo& irq : backend->Info().irqs) {
+    irq_vectors += irq.count;
+    largest_irq_index = std::max(largest_irq_index, irq.count);
+  }
+  session_options.max_fd_tokens = absl::GetFlag(FLAGS_max_fd_tokens);
+  if (session_options.max_fd_tokens == 0) {
+    // VFIO takes all of an index's eventfds in one SET_IRQS, so a session must be able to hold
+    // one token per vector of the largest index (nvme has 65 MSI-X vectors, some devices 2048).
+    session_options.max_fd_tokens = std::max<uint32_t>(64, largest_irq_index + 16);
+  }
   VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<PciDevice> device,
                          PciDevice::Create(std::move(backend), limits));
   const DeviceDescription& description = device->description();
@@ -377,7 +385,7 @@ absl::Status Run() {
     jail_options.socket_files = {listen_path, absl::StrCat(listen_path, ".fds")};
   }
   VFIOD_ASSIGN_OR_RETURN(UniqueFd signal_fd, TerminationSignalFd());
-  PrimeCpuCountsBeforeJail();
+  PrimeCpuCountBeforeJail();
   VFIOD_RETURN_IF_ERROR(
       Confine(sandbox, backend_for_jail, transport.get(), &signal_fd, jail_options));
   VFIOD_ASSIGN_OR_RETURN(EventFd stop_event, EventFd::Create());
@@ -388,7 +396,7 @@ absl::Status Run() {
   // gRPC, with no listening port of its own: the transport hands it checked connections.
   ServiceOptions service_options;
   service_options.observer_bar_reads = absl::GetFlag(FLAGS_observer_bar_reads);
-  service_options.max_fd_tokens = absl::GetFlag(FLAGS_max_fd_tokens);
+  service_options.max_fd_tokens = max_fd_tokens;
   VfioDeviceService service(device.get(), &sessions, transport.get(), service_options);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
