@@ -3,6 +3,7 @@
 #include <grpcpp/server_posix.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,6 +38,7 @@ enum class Tag : uint64_t {
   kSeqPacketListener = 3,
   kConnection = 4,
   kFdChannel = 5,
+  kPending = 6,
 };
 constexpr int kTagShift = 56;
 constexpr uint64_t kIdMask = (uint64_t{1} << kTagShift) - 1;
@@ -54,6 +56,13 @@ constexpr int kMaxMessagesPerWakeup = 16;
 constexpr int kMaxEpollEvents = 64;
 
 constexpr absl::string_view kFdChannelSuffix = ".fds";
+
+// Every HTTP/2 client connection starts with this preface (RFC 9113, 3.4). A listen-mode
+// connection reaches gRPC only once it has arrived, within kPrefaceTimeout: gRPC applies no
+// handshake timeout to connections handed over with AddInsecureChannelFromFd, so a client that
+// connects and stays silent would otherwise hold a connection slot for good.
+constexpr absl::string_view kHttp2ClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+constexpr absl::Duration kPrefaceTimeout = absl::Seconds(5);
 
 PeerCredentials ToPeer(const UnixPeerCredentials& credentials) {
   PeerCredentials peer;
@@ -117,6 +126,12 @@ class TransportImpl final : public Transport {
   struct Channel {
     UniqueFd fd;
   };
+  // An accepted connection waiting for the HTTP/2 client preface.
+  struct Pending {
+    UniqueFd fd;
+    PeerCredentials peer;
+    absl::Time deadline;
+  };
 
   absl::Status EpollAdd(const UniqueFd& fd, uint32_t events, uint64_t tag);
   void EpollDelete(const UniqueFd& fd);
@@ -133,6 +148,9 @@ class TransportImpl final : public Transport {
                                             bool spawn_owner);
   void AddFdChannel(UniqueFd fd, const PeerCredentials& peer,
                     std::optional<ConnectionId> bound_to);
+  void AddPending(UniqueFd fd, const PeerCredentials& peer);
+  void ServePending(uint64_t id, uint32_t epoll_events);
+  void ExpirePending();
   void CloseConnection(ConnectionId id, absl::string_view reason);
   void CloseChannel(FdChannelId id, absl::string_view reason);
   void ServeChannel(FdChannelId id, uint32_t epoll_events);
@@ -171,6 +189,8 @@ class TransportImpl final : public Transport {
   // Event thread only.
   std::map<ConnectionId, Connection> connections_;
   std::map<FdChannelId, Channel> channels_;
+  std::map<uint64_t, Pending> pending_;
+  uint64_t next_pending_id_ = 1;
   ConnectionId next_connection_id_ = 1;
   FdChannelId next_channel_id_ = 1;
 };
@@ -382,9 +402,13 @@ void TransportImpl::Run() {
         case Tag::kFdChannel:
           ServeChannel(id, events[i].events);
           break;
+        case Tag::kPending:
+          ServePending(id, events[i].events);
+          break;
       }
     }
     ResumeListeners();
+    ExpirePending();
   }
   CloseEverything();
   event_thread_id_.store(std::thread::id());
@@ -396,6 +420,9 @@ int TransportImpl::EpollTimeoutMs() const {
     if (l->has_value() && (*l)->paused) {
       if (!earliest.has_value() || (*l)->resume_at < *earliest) earliest = (*l)->resume_at;
     }
+  }
+  for (const auto& [id, pending] : pending_) {
+    if (!earliest.has_value() || pending.deadline < *earliest) earliest = pending.deadline;
   }
   if (!earliest.has_value()) return -1;
   const int64_t ms = absl::ToInt64Milliseconds(*earliest - absl::Now());
@@ -465,7 +492,7 @@ void TransportImpl::HandleListener(Listener& listener) {
       continue;  // `accepted` closes here, before gRPC sees a byte
     }
     if (is_stream) {
-      AddConnection(*std::move(accepted), peer, /*spawn_owner=*/false);
+      AddPending(*std::move(accepted), peer);
     } else {
       AddFdChannel(*std::move(accepted), peer, std::nullopt);
     }
@@ -525,6 +552,75 @@ std::optional<ConnectionId> TransportImpl::AddConnection(UniqueFd fd, const Peer
   // gRPC owns the fd from here and closes it when the connection ends.
   grpc::AddInsecureChannelFromFd(server_, fd.Release());
   return id;
+}
+
+void TransportImpl::AddPending(UniqueFd fd, const PeerCredentials& peer) {
+  if (connections_.size() + pending_.size() >= max_connections_) {
+    LogWarning("connection refused: too many connections",
+               {{"uid", std::to_string(peer.uid)},
+                {"pid", std::to_string(peer.pid)},
+                {"max_connections", std::to_string(max_connections_)}});
+    return;
+  }
+  const uint64_t id = next_pending_id_++;
+  // Edge-triggered: a partial preface must not wake the loop again until more bytes arrive.
+  absl::Status watched = EpollAdd(fd, EPOLLIN | EPOLLRDHUP | EPOLLET, MakeTag(Tag::kPending, id));
+  if (!watched.ok()) {
+    LogError("connection refused", {{"error", std::string(watched.message())}});
+    return;
+  }
+  pending_.emplace(id, Pending{std::move(fd), peer, absl::Now() + kPrefaceTimeout});
+}
+
+void TransportImpl::ServePending(uint64_t id, uint32_t epoll_events) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  char preface[kHttp2ClientPreface.size()];
+  // recvmsg, not recv: the seccomp policy allows the one receive call serving already needs.
+  struct iovec buffer = {preface, sizeof(preface)};
+  struct msghdr message = {};
+  message.msg_iov = &buffer;
+  message.msg_iovlen = 1;
+  ssize_t n = ::recvmsg(it->second.fd.get(), &message, MSG_PEEK | MSG_DONTWAIT);
+  absl::string_view received(preface, n > 0 ? static_cast<size_t>(n) : 0);
+  const char* refusal = nullptr;
+  if (n < 0 && errno != EAGAIN && errno != EINTR) {
+    refusal = "receive failed";
+  } else if (received != kHttp2ClientPreface.substr(0, received.size())) {
+    refusal = "not an HTTP/2 client";
+  } else if (received.size() < kHttp2ClientPreface.size()) {
+    if ((epoll_events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0) return;  // more to come
+    refusal = "hung up before the HTTP/2 preface";
+  }
+  Pending pending = std::move(it->second);
+  pending_.erase(it);
+  EpollDelete(pending.fd);
+  if (refusal != nullptr) {
+    LogWarning("connection refused", {{"reason", refusal},
+                                      {"uid", std::to_string(pending.peer.uid)},
+                                      {"pid", std::to_string(pending.peer.pid)}});
+    return;
+  }
+  // The preface stays in the socket (peeked): gRPC reads it as if it had accepted the
+  // connection itself.
+  AddConnection(std::move(pending.fd), pending.peer, /*spawn_owner=*/false);
+}
+
+void TransportImpl::ExpirePending() {
+  const absl::Time now = absl::Now();
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    LogWarning("connection refused",
+               {{"reason", "no HTTP/2 preface in time"},
+                {"uid", std::to_string(it->second.peer.uid)},
+                {"pid", std::to_string(it->second.peer.pid)},
+                {"timeout", absl::FormatDuration(kPrefaceTimeout)}});
+    EpollDelete(it->second.fd);
+    it = pending_.erase(it);
+  }
 }
 
 void TransportImpl::AddFdChannel(UniqueFd fd, const PeerCredentials& peer,
@@ -613,6 +709,8 @@ void TransportImpl::ServeChannel(FdChannelId id, uint32_t epoll_events) {
 }
 
 void TransportImpl::CloseEverything() {
+  for (auto& [id, pending] : pending_) EpollDelete(pending.fd);
+  pending_.clear();
   while (!channels_.empty()) CloseChannel(channels_.begin()->first, "transport shutting down");
   while (!connections_.empty()) {
     CloseConnection(connections_.begin()->first, "transport shutting down");

@@ -357,6 +357,19 @@ class TransportTest : public ::testing::Test {
 
   // True when the peer closed `fd` within the wait (EOF on a stream or seqpacket socket).
   // Data the server sent first (gRPC's SETTINGS frame) is skipped.
+  // A stream connection that has sent the HTTP/2 client preface, as every gRPC client does
+  // first: the transport hands a connection to gRPC only after it.
+  absl::StatusOr<UniqueFd> ConnectHttp2Client() {
+    absl::StatusOr<UniqueFd> client = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+    if (!client.ok()) return client;
+    const absl::string_view preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if (::send(client->get(), preface.data(), preface.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(preface.size())) {
+      return absl::InternalError("sending the HTTP/2 preface failed");
+    }
+    return client;
+  }
+
   static bool SeesEof(const UniqueFd& fd) {
     const absl::Time deadline = absl::Now() + kWait;
     while (absl::Now() < deadline) {
@@ -491,10 +504,10 @@ TEST_F(TransportTest, ConnectionsBeyondTheLimitAreClosed) {
   options.max_connections = 1;
   options.max_fd_channels = 1;
   StartTransport(std::move(options));
-  absl::StatusOr<UniqueFd> first = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+  absl::StatusOr<UniqueFd> first = ConnectHttp2Client();
   ASSERT_TRUE(first.ok());
   ASSERT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.opened_count() == 1; }));
-  absl::StatusOr<UniqueFd> second = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+  absl::StatusOr<UniqueFd> second = ConnectHttp2Client();
   ASSERT_TRUE(second.ok());
   EXPECT_TRUE(SeesEof(*second));
   EXPECT_EQ(events_.opened().size(), 1u);
@@ -510,7 +523,7 @@ TEST_F(TransportTest, ConnectionsBeyondTheLimitAreClosed) {
 
 TEST_F(TransportTest, RawConnectionHangUpIsReported) {
   StartTransport(ListenOptions());
-  absl::StatusOr<UniqueFd> client = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+  absl::StatusOr<UniqueFd> client = ConnectHttp2Client();
   ASSERT_TRUE(client.ok());
   ASSERT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.opened_count() == 1; }));
   const RecordingEvents::Opened opened = events_.opened()[0];
@@ -524,7 +537,7 @@ TEST_F(TransportTest, RawConnectionHangUpIsReported) {
 
 TEST_F(TransportTest, GarbageFromAClientEndsTheConnection) {
   StartTransport(ListenOptions());
-  absl::StatusOr<UniqueFd> client = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+  absl::StatusOr<UniqueFd> client = ConnectHttp2Client();
   ASSERT_TRUE(client.ok());
   ASSERT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.opened_count() == 1; }));
   const std::string garbage(256, 'x');
@@ -536,9 +549,64 @@ TEST_F(TransportTest, GarbageFromAClientEndsTheConnection) {
   EXPECT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.closed_count() == 1; }));
 }
 
-TEST_F(TransportTest, ConnectionForPeerParsesOnlyTheExactFormat) {
+TEST_F(TransportTest, NonHttp2ClientIsRefusedBeforeGrpcSeesIt) {
   StartTransport(ListenOptions());
   absl::StatusOr<UniqueFd> client = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+  ASSERT_TRUE(client.ok());
+  const absl::string_view http1 = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::send(client->get(), http1.data(), http1.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(http1.size()));
+  EXPECT_TRUE(SeesEof(*client));
+  EXPECT_TRUE(events_.opened().empty());
+}
+
+TEST_F(TransportTest, PrefaceInPiecesIsAccepted) {
+  StartTransport(ListenOptions());
+  absl::StatusOr<UniqueFd> client = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+  ASSERT_TRUE(client.ok());
+  const absl::string_view preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  for (size_t cut : {0ul, 3ul, 10ul}) {
+    size_t next = cut == 10 ? preface.size() : (cut == 0 ? 3 : 10);
+    absl::string_view piece = preface.substr(cut, next - cut);
+    ASSERT_EQ(::send(client->get(), piece.data(), piece.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(piece.size()));
+    if (next < preface.size()) {
+      absl::SleepFor(absl::Milliseconds(50));
+      EXPECT_TRUE(events_.opened().empty()) << "registered after " << next << " bytes";
+    }
+  }
+  EXPECT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.opened_count() == 1; }));
+}
+
+TEST_F(TransportTest, SilentClientIsDroppedAfterThePrefaceTimeout) {
+  TransportOptions options = ListenOptions();
+  options.max_connections = 1;
+  StartTransport(std::move(options));
+  absl::StatusOr<UniqueFd> silent = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+  ASSERT_TRUE(silent.ok());
+  // It holds the only slot while it waits...
+  absl::SleepFor(absl::Milliseconds(100));
+  absl::StatusOr<UniqueFd> refused = ConnectHttp2Client();
+  ASSERT_TRUE(refused.ok());
+  EXPECT_TRUE(SeesEof(*refused));
+  // ...but not for good: the transport closes it without a preface (5 s), and the slot frees.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  bool closed = false;
+  while (!closed && absl::Now() < deadline) {
+    if (!WaitReadable(*silent, absl::Milliseconds(500))) continue;
+    char byte;
+    closed = ::recv(silent->get(), &byte, 1, MSG_DONTWAIT) == 0;
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_TRUE(events_.opened().empty());
+  absl::StatusOr<UniqueFd> next = ConnectHttp2Client();
+  ASSERT_TRUE(next.ok());
+  EXPECT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.opened_count() == 1; }));
+}
+
+TEST_F(TransportTest, ConnectionForPeerParsesOnlyTheExactFormat) {
+  StartTransport(ListenOptions());
+  absl::StatusOr<UniqueFd> client = ConnectHttp2Client();
   ASSERT_TRUE(client.ok());
   ASSERT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.opened_count() == 1; }));
   for (const char* peer : {"", "fd:", "fd:-1", "fd:+3", "fd: 3", "fd:3 ", "fd:03", "fd:abc",
@@ -563,7 +631,7 @@ TEST_F(TransportTest, ConnectionForPeerParsesOnlyTheExactFormat) {
 // reported closed before the new one is opened, and "fd:N" must name the new one.
 TEST_F(TransportTest, ReusedFdNumberClosesTheOldConnectionFirst) {
   StartTransport(ListenOptions());
-  absl::StatusOr<UniqueFd> first = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+  absl::StatusOr<UniqueFd> first = ConnectHttp2Client();
   ASSERT_TRUE(first.ok());
   ASSERT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.opened_count() == 1; }));
   const ConnectionId first_id = events_.opened()[0].id;
@@ -579,7 +647,7 @@ TEST_F(TransportTest, ReusedFdNumberClosesTheOldConnectionFirst) {
   ASSERT_TRUE(channel.ok());
   ASSERT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.blocked(); }));
   // The event thread is held. Queue a second connection, then make gRPC drop the first.
-  absl::StatusOr<UniqueFd> second = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+  absl::StatusOr<UniqueFd> second = ConnectHttp2Client();
   ASSERT_TRUE(second.ok());
   const std::string garbage(256, 'x');
   ASSERT_EQ(::send(first->get(), garbage.data(), garbage.size(), MSG_NOSIGNAL),
@@ -783,7 +851,7 @@ TEST_F(TransportTest, ShutdownReportsEverythingClosed) {
   StartTransport(ListenOptions());
   FdChannelHello hello;
   UniqueFd channel = ConnectFdChannel(&hello);
-  absl::StatusOr<UniqueFd> client = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+  absl::StatusOr<UniqueFd> client = ConnectHttp2Client();
   ASSERT_TRUE(client.ok());
   ASSERT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.opened_count() == 1; }));
   transport_->Shutdown();
@@ -883,7 +951,7 @@ TEST_F(TransportTest, ConnectionIdsAreNeverReused) {
   StartTransport(ListenOptions());
   std::vector<ConnectionId> ids;
   for (int i = 0; i < 5; ++i) {
-    absl::StatusOr<UniqueFd> client = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+    absl::StatusOr<UniqueFd> client = ConnectHttp2Client();
     ASSERT_TRUE(client.ok());
     ASSERT_TRUE(events_.WaitFor(
         [i](const RecordingEvents& e) { return e.opened_count() == static_cast<size_t>(i + 1); }));
