@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "daemon/base/event_fd.h"
 #include "daemon/base/unique_fd.h"
@@ -34,7 +35,7 @@
 namespace vfiod {
 
 // VFIO's fixed PCI region and IRQ numbering (linux/vfio.h), restated as plain constants so that
-// users of this header need not include kernel headers; vfio_backend.cc static_asserts they
+// users of this header need not include kernel headers; device_backend.cc static_asserts they
 // match.
 inline constexpr uint32_t kBar0RegionIndex = 0;
 inline constexpr uint32_t kBar5RegionIndex = 5;
@@ -45,6 +46,9 @@ inline constexpr uint32_t kNumPciRegions = 9;
 
 enum class IrqIndex : uint32_t { kIntx = 0, kMsi = 1, kMsix = 2, kErr = 3, kReq = 4 };
 inline constexpr uint32_t kNumPciIrqIndexes = 5;
+
+// "INTx", "MSI", "MSI-X", "ERR", "REQ"; "index <n>" for a value outside the enum. For messages.
+std::string IrqIndexName(IrqIndex index);
 
 struct SparseMmapArea {
   uint64_t offset = 0;
@@ -85,16 +89,19 @@ struct IommuInfo {
 
 // Everything immutable about the device, queried once before serving.
 struct BackendInfo {
-  std::string kind;  // "vfio" or "sim"
-  std::string name;  // "0000:00:03.0" or "sim:edu"
-  bool reset_supported = false;  // VFIO_DEVICE_FLAGS_RESET
-  uint32_t raw_flags = 0;        // vfio_device_info.flags
+  std::string kind;                 // "vfio" or "sim"
+  std::string name;                 // "0000:00:03.0" or "sim:edu"
+  bool reset_supported = false;     // VFIO_DEVICE_FLAGS_RESET
+  uint32_t raw_flags = 0;           // vfio_device_info.flags
   std::vector<RegionInfo> regions;  // index i at position i
   std::vector<IrqInfo> irqs;        // index i at position i (kNumPciIrqIndexes entries)
   IommuInfo iommu;
 };
 
 enum class IrqAction { kTrigger, kMask, kUnmask };
+
+// "TRIGGER", "MASK", "UNMASK" (VFIO_IRQ_SET_ACTION_*). For messages.
+absl::string_view IrqActionName(IrqAction action);
 
 // One VFIO_DEVICE_SET_IRQS call. Exactly one of the data forms applies:
 //  - none: `bools` and `eventfds` both empty and count may be 0 (TRIGGER, count 0: disable).

@@ -24,34 +24,6 @@ using Data = IrqRequest::Data;
 // The PCI limit (MSI-X table size); a backend reporting more is broken.
 constexpr uint32_t kMaxVectorsPerIndex = 2048;
 
-absl::string_view IndexName(IrqIndex index) {
-  switch (index) {
-    case IrqIndex::kIntx:
-      return "INTx";
-    case IrqIndex::kMsi:
-      return "MSI";
-    case IrqIndex::kMsix:
-      return "MSI-X";
-    case IrqIndex::kErr:
-      return "ERR";
-    case IrqIndex::kReq:
-      return "REQ";
-  }
-  return "unknown";
-}
-
-absl::string_view ActionName(IrqAction action) {
-  switch (action) {
-    case IrqAction::kTrigger:
-      return "TRIGGER";
-    case IrqAction::kMask:
-      return "MASK";
-    case IrqAction::kUnmask:
-      return "UNMASK";
-  }
-  return "unknown";
-}
-
 absl::string_view DataName(Data data) {
   switch (data) {
     case Data::kNone:
@@ -78,12 +50,13 @@ uint64_t MonotonicNowNs() {
 }
 
 std::string Describe(const IrqRequest& r) {
-  return absl::StrCat(ActionName(r.action), " ", IndexName(r.index), " [", r.start, ", ",
+  return absl::StrCat(IrqActionName(r.action), " ", IrqIndexName(r.index), " [", r.start, ", ",
                       uint64_t{r.start} + r.count, ") data ", DataName(r.data));
 }
 
 absl::Status BackendError(const IrqRequest& r, const absl::Status& status) {
-  return absl::Status(status.code(), absl::StrCat("SetIrqs: ", Describe(r), ": ", status.message()));
+  return absl::Status(status.code(),
+                      absl::StrCat("SetIrqs: ", Describe(r), ": ", status.message()));
 }
 
 absl::Status Prefixed(absl::string_view op, const absl::Status& status) {
@@ -167,7 +140,7 @@ absl::StatusOr<std::unique_ptr<IrqManager>> IrqManager::Create(DeviceBackend* ba
     if (Raw(info.index) < kNumPciIrqIndexes && info.count > kMaxVectorsPerIndex) {
       return absl::FailedPreconditionError(
           absl::StrCat("IrqManager: the backend reports ", info.count, " vectors for ",
-                       IndexName(info.index), " (more than ", kMaxVectorsPerIndex, ")"));
+                       IrqIndexName(info.index), " (more than ", kMaxVectorsPerIndex, ")"));
     }
   }
   return std::unique_ptr<IrqManager>(new IrqManager(backend, max_watchers));
@@ -194,9 +167,7 @@ absl::Status IrqManager::Start() {
 }
 
 IrqManager::IrqManager(DeviceBackend* backend, uint32_t max_watchers)
-    : backend_(backend),
-      max_watchers_(max_watchers),
-      registry_(std::make_shared<Registry>()) {
+    : backend_(backend), max_watchers_(max_watchers), registry_(std::make_shared<Registry>()) {
   absl::MutexLock lock(&mu_);
   for (uint32_t i = 0; i < kNumPciIrqIndexes; ++i) indexes_[i].info.index = IrqIndex(i);
   for (const IrqInfo& info : backend_->Info().irqs) {
@@ -244,7 +215,7 @@ absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
     return absl::InvalidArgumentError(absl::StrCat("SetIrqs: unknown IRQ index ", Raw(r.index)));
   }
   const Index& index = indexes_[Raw(r.index)];
-  const absl::string_view name = IndexName(r.index);
+  const std::string name = IrqIndexName(r.index);
   if (index.info.count == 0) {
     return absl::NotFoundError(absl::StrCat("SetIrqs: the device has no ", name, " interrupt"));
   }
@@ -268,12 +239,12 @@ absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
           absl::StrCat("SetIrqs: unknown data form ", static_cast<int>(r.data)));
   }
   if (r.data != Data::kBool && !r.bools.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("SetIrqs: ", r.bools.size(),
-                                                   " bools given with data ", DataName(r.data)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("SetIrqs: ", r.bools.size(), " bools given with data ", DataName(r.data)));
   }
   if (r.data != Data::kEventfd && !r.eventfds.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "SetIrqs: ", r.eventfds.size(), " eventfds given with data ", DataName(r.data)));
+    return absl::InvalidArgumentError(absl::StrCat("SetIrqs: ", r.eventfds.size(),
+                                                   " eventfds given with data ", DataName(r.data)));
   }
   if (r.data == Data::kBool && r.bools.size() != r.count) {
     return absl::InvalidArgumentError(
@@ -286,7 +257,7 @@ absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
   if (r.count == 0) {
     if (r.action != IrqAction::kTrigger || r.data != Data::kNone) {
       return absl::InvalidArgumentError(
-          absl::StrCat("SetIrqs: count 0 with ", ActionName(r.action), " and data ",
+          absl::StrCat("SetIrqs: count 0 with ", IrqActionName(r.action), " and data ",
                        DataName(r.data), " (count 0 is only TRIGGER without data: disable)"));
     }
     if (r.start != 0) {
@@ -298,8 +269,8 @@ absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
   const uint64_t end = uint64_t{r.start} + r.count;  // cannot wrap in 64 bits
   if (end > index.info.count) {
     return absl::OutOfRangeError(absl::StrCat("SetIrqs: vector range [", r.start, ", ", end,
-                                              ") exceeds the ", index.info.count,
-                                              " vectors of ", name));
+                                              ") exceeds the ", index.info.count, " vectors of ",
+                                              name));
   }
   switch (r.action) {
     case IrqAction::kTrigger:
@@ -316,17 +287,17 @@ absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
     case IrqAction::kMask:
     case IrqAction::kUnmask:
       if (r.data == Data::kWatch) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("SetIrqs: watch is only valid with TRIGGER, not ", ActionName(r.action)));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "SetIrqs: watch is only valid with TRIGGER, not ", IrqActionName(r.action)));
       }
       if (r.data == Data::kEventfd) {
         if (r.action == IrqAction::kMask) {
           return absl::InvalidArgumentError("SetIrqs: MASK takes no eventfd");
         }
         if (r.index != IrqIndex::kIntx || r.start != 0 || r.count != 1) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "SetIrqs: an unmask eventfd is only valid for INTx vector 0, not ", name,
-              " [", r.start, ", ", end, ")"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("SetIrqs: an unmask eventfd is only valid for INTx vector 0, not ", name,
+                           " [", r.start, ", ", end, ")"));
         }
       }
       if (!IsEmulated(r.index)) {
@@ -334,8 +305,8 @@ absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
           return absl::InvalidArgumentError(absl::StrCat("SetIrqs: ", name, " is not maskable"));
         }
         if (r.index == IrqIndex::kIntx && !index.enabled) {
-          return absl::FailedPreconditionError(
-              absl::StrCat("SetIrqs: ", ActionName(r.action), " on INTx while INTx is disabled"));
+          return absl::FailedPreconditionError(absl::StrCat("SetIrqs: ", IrqActionName(r.action),
+                                                            " on INTx while INTx is disabled"));
         }
       }
       break;
@@ -533,7 +504,7 @@ absl::Status IrqManager::EmulateMaskLocked(const IrqRequest& r) {
         absl::Status status = target->Signal();
         if (!status.ok()) {
           LogWarning("SetIrqs: cannot deliver a pending interrupt",
-                     {{"index", std::string(IndexName(r.index))},
+                     {{"index", IrqIndexName(r.index)},
                       {"vector", absl::StrCat(v)},
                       {"error", status.ToString()}});
         }
@@ -589,7 +560,7 @@ absl::Status IrqManager::DisableIndexLocked(IrqIndex which, bool force,
     set.data = IrqSet::Data::kNone;
     status = backend_->SetIrqs(set);
     if (!status.ok()) {
-      status = absl::Status(status.code(), absl::StrCat("SetIrqs: disabling ", IndexName(which),
+      status = absl::Status(status.code(), absl::StrCat("SetIrqs: disabling ", IrqIndexName(which),
                                                         ": ", status.message()));
       if (!force) return status;
     }
@@ -617,7 +588,7 @@ void IrqManager::DisableAll() {
       absl::Status status = DisableIndexLocked(IrqIndex(i), /*force=*/true, events);
       if (!status.ok()) {
         LogWarning("DisableAll: the backend refused; state dropped anyway",
-                   {{"index", std::string(IndexName(IrqIndex(i)))}, {"error", status.ToString()}});
+                   {{"index", IrqIndexName(IrqIndex(i))}, {"error", status.ToString()}});
       }
     }
   }
@@ -653,11 +624,12 @@ void IrqManager::RestoreBackendLocked(IrqIndex which, uint32_t start, uint32_t c
   set.count = count;
   set.action = IrqAction::kTrigger;
   set.data = IrqSet::Data::kEventfd;
-  for (uint32_t v = start; v < start + count; ++v) set.eventfds.push_back(BackendFdLocked(index, v));
+  for (uint32_t v = start; v < start + count; ++v)
+    set.eventfds.push_back(BackendFdLocked(index, v));
   absl::Status status = backend_->SetIrqs(set);
   if (!status.ok()) {
     LogError("SetIrqs: cannot restore the triggers after a failed request",
-             {{"index", std::string(IndexName(which))},
+             {{"index", IrqIndexName(which)},
               {"start", absl::StrCat(start)},
               {"count", absl::StrCat(count)},
               {"error", status.ToString()}});
@@ -773,19 +745,17 @@ void IrqManager::Deliver(const std::vector<IrqEvent>& events) {
   // `live` may hold the last reference: its destructor takes registry_->mu, not held here.
 }
 
-absl::StatusOr<std::shared_ptr<IrqSubscription>> IrqManager::Watch(
-    std::vector<IrqIndex> indexes) {
+absl::StatusOr<std::shared_ptr<IrqSubscription>> IrqManager::Watch(std::vector<IrqIndex> indexes) {
   uint32_t filter = 0;
   {
     absl::ReaderMutexLock lock(&mu_);
     for (IrqIndex which : indexes) {
       if (Raw(which) >= kNumPciIrqIndexes) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("Watch: unknown IRQ index ", Raw(which)));
+        return absl::InvalidArgumentError(absl::StrCat("Watch: unknown IRQ index ", Raw(which)));
       }
       if (indexes_[Raw(which)].info.count == 0) {
         return absl::NotFoundError(
-            absl::StrCat("Watch: the device has no ", IndexName(which), " interrupt"));
+            absl::StrCat("Watch: the device has no ", IrqIndexName(which), " interrupt"));
       }
       filter |= 1u << Raw(which);
     }

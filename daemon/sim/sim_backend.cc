@@ -33,25 +33,12 @@ namespace {
 using sim::EduDevice;
 using Clock = EduDevice::Clock;
 
-static_assert(kBar0RegionIndex == VFIO_PCI_BAR0_REGION_INDEX);
-static_assert(kBar5RegionIndex == VFIO_PCI_BAR5_REGION_INDEX);
-static_assert(kRomRegionIndex == VFIO_PCI_ROM_REGION_INDEX);
-static_assert(kConfigRegionIndex == VFIO_PCI_CONFIG_REGION_INDEX);
-static_assert(kVgaRegionIndex == VFIO_PCI_VGA_REGION_INDEX);
-static_assert(kNumPciRegions == VFIO_PCI_NUM_REGIONS);
-static_assert(static_cast<uint32_t>(IrqIndex::kIntx) == VFIO_PCI_INTX_IRQ_INDEX);
-static_assert(static_cast<uint32_t>(IrqIndex::kMsi) == VFIO_PCI_MSI_IRQ_INDEX);
-static_assert(static_cast<uint32_t>(IrqIndex::kMsix) == VFIO_PCI_MSIX_IRQ_INDEX);
-static_assert(static_cast<uint32_t>(IrqIndex::kErr) == VFIO_PCI_ERR_IRQ_INDEX);
-static_assert(static_cast<uint32_t>(IrqIndex::kReq) == VFIO_PCI_REQ_IRQ_INDEX);
-static_assert(kNumPciIrqIndexes == VFIO_PCI_NUM_IRQS);
-
 // Intel VT-d under Linux 6.1 with QEMU 7.2's intel-iommu: second-level 4 KiB pages with 2 MiB
 // and 1 GiB superpages, the interrupt (MSI) window reserved, vfio_iommu_type1's default
 // dma_entry_limit.
 constexpr uint64_t kIommuPageSize = 4096;
-constexpr uint64_t kIommuPageSizeBitmap = (uint64_t{1} << 12) | (uint64_t{1} << 21) |
-                                          (uint64_t{1} << 30);
+constexpr uint64_t kIommuPageSizeBitmap =
+    (uint64_t{1} << 12) | (uint64_t{1} << 21) | (uint64_t{1} << 30);
 constexpr uint64_t kMsiWindowStart = 0xfee00000;
 constexpr uint64_t kMsiWindowLast = 0xfeefffff;
 constexpr uint32_t kDmaEntryLimit = 65535;
@@ -94,22 +81,6 @@ unsigned AccessSize(uint64_t offset, uint64_t remaining) {
 }
 
 std::string Hex(uint64_t value) { return absl::StrCat("0x", absl::Hex(value)); }
-
-const char* IrqIndexName(IrqIndex index) {
-  switch (index) {
-    case IrqIndex::kIntx:
-      return "INTx";
-    case IrqIndex::kMsi:
-      return "MSI";
-    case IrqIndex::kMsix:
-      return "MSI-X";
-    case IrqIndex::kErr:
-      return "ERR";
-    case IrqIndex::kReq:
-      return "REQ";
-  }
-  return "?";
-}
 
 void SignalEventFd(const EventFd& fd) {
   absl::Status status = fd.Signal();
@@ -236,8 +207,7 @@ class SimEduBackend final : public DeviceBackend, private sim::EduBus {
   uint64_t interrupts_ = 0;
 };
 
-absl::StatusOr<std::unique_ptr<SimEduBackend>> SimEduBackend::Create(
-    const SimEduOptions& options) {
+absl::StatusOr<std::unique_ptr<SimEduBackend>> SimEduBackend::Create(const SimEduOptions& options) {
   if (options.iommu_address_width != 39 && options.iommu_address_width != 48) {
     return absl::InvalidArgumentError(absl::StrCat(
         "sim edu: IOMMU address width ", options.iommu_address_width, " is not 39 or 48"));
@@ -410,8 +380,8 @@ absl::Status SimEduBackend::CheckAccess(const char* op, uint32_t index, uint64_t
   const RegionInfo& region = info_.regions[index];
   if (write ? !region.writable : !region.readable) {
     return absl::PermissionDeniedError(absl::StrCat(op, ": region ", index, " is not ",
-                                                    write ? "writable" : "readable",
-                                                    " (size ", region.size, ")"));
+                                                    write ? "writable" : "readable", " (size ",
+                                                    region.size, ")"));
   }
   if (offset > region.size || size > region.size - offset) {
     return absl::OutOfRangeError(absl::StrCat(op, ": region ", index, " offset ", Hex(offset),
@@ -561,8 +531,7 @@ void SimEduBackend::BasicConfigWrite(uint32_t pos, unsigned count, uint32_t valu
   }
   if (pos <= PCI_COMMAND + 1 && pos + count > PCI_COMMAND) {
     // The virtual INTx-disable bit masks INTx.
-    const bool virt_intx_disable =
-        GetLe(&vconfig_[PCI_COMMAND], 2) & PCI_COMMAND_INTX_DISABLE;
+    const bool virt_intx_disable = GetLe(&vconfig_[PCI_COMMAND], 2) & PCI_COMMAND_INTX_DISABLE;
     if (virt_intx_disable && !virq_disabled_) {
       virq_disabled_ = true;
       IntxMask();
@@ -591,10 +560,10 @@ void SimEduBackend::MsiConfigWrite(uint32_t pos, unsigned count, uint32_t value)
 // vfio_bar_fixup(): BAR0 reads back its size mask with its type bits (32-bit, non-prefetchable
 // memory: all zero); unimplemented BARs and the absent ROM read 0.
 void SimEduBackend::BarFixup() {
-  const uint32_t bar0 = GetLe(&vconfig_[PCI_BASE_ADDRESS_0], 4) &
-                        ~static_cast<uint32_t>(EduDevice::kBar0Size - 1);
-  PutLe(&vconfig_[PCI_BASE_ADDRESS_0], 4, bar0 | PCI_BASE_ADDRESS_SPACE_MEMORY |
-                                               PCI_BASE_ADDRESS_MEM_TYPE_32);
+  const uint32_t bar0 =
+      GetLe(&vconfig_[PCI_BASE_ADDRESS_0], 4) & ~static_cast<uint32_t>(EduDevice::kBar0Size - 1);
+  PutLe(&vconfig_[PCI_BASE_ADDRESS_0], 4,
+        bar0 | PCI_BASE_ADDRESS_SPACE_MEMORY | PCI_BASE_ADDRESS_MEM_TYPE_32);
   for (uint32_t bar = PCI_BASE_ADDRESS_1; bar <= PCI_BASE_ADDRESS_5; bar += 4) {
     PutLe(&vconfig_[bar], 4, 0);
   }
@@ -604,15 +573,15 @@ void SimEduBackend::BarFixup() {
 absl::Status SimEduBackend::SetIrqs(const IrqSet& set) {
   const uint32_t raw_index = static_cast<uint32_t>(set.index);
   if (raw_index >= kNumPciIrqIndexes) {
-    return absl::InvalidArgumentError(absl::StrCat("SetIrqs: IRQ index ", raw_index,
-                                                   " does not exist"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("SetIrqs: IRQ index ", raw_index, " does not exist"));
   }
   if (set.action != IrqAction::kTrigger && set.action != IrqAction::kMask &&
       set.action != IrqAction::kUnmask) {
-    return absl::InvalidArgumentError(absl::StrCat("SetIrqs: unknown action ",
-                                                   static_cast<int>(set.action)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("SetIrqs: unknown action ", static_cast<int>(set.action)));
   }
-  const char* name = IrqIndexName(set.index);
+  const std::string name = IrqIndexName(set.index);
   // vfio_set_irqs_validate_and_prepare().
   const uint32_t available = info_.irqs[raw_index].count;
   if (set.count >= std::numeric_limits<uint32_t>::max() - set.start) {
@@ -620,9 +589,9 @@ absl::Status SimEduBackend::SetIrqs(const IrqSet& set) {
                                                    " + count ", set.count, " overflows"));
   }
   if (set.start >= available || set.start + set.count > available) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("SetIrqs ", name, ": vectors [", set.start, ", ", set.start + set.count,
-                     ") are beyond the ", available, " the device has"));
+    return absl::InvalidArgumentError(absl::StrCat("SetIrqs ", name, ": vectors [", set.start, ", ",
+                                                   set.start + set.count, ") are beyond the ",
+                                                   available, " the device has"));
   }
   switch (set.data) {
     case IrqSet::Data::kNone:
@@ -633,20 +602,19 @@ absl::Status SimEduBackend::SetIrqs(const IrqSet& set) {
       break;
     case IrqSet::Data::kBool:
       if (set.bools.size() != set.count || !set.eventfds.empty()) {
-        return absl::InvalidArgumentError(absl::StrCat("SetIrqs ", name, ": ", set.bools.size(),
-                                                       " bools for count ", set.count));
+        return absl::InvalidArgumentError(
+            absl::StrCat("SetIrqs ", name, ": ", set.bools.size(), " bools for count ", set.count));
       }
       break;
     case IrqSet::Data::kEventfd:
       if (set.eventfds.size() != set.count || !set.bools.empty()) {
-        return absl::InvalidArgumentError(absl::StrCat("SetIrqs ", name, ": ",
-                                                       set.eventfds.size(),
+        return absl::InvalidArgumentError(absl::StrCat("SetIrqs ", name, ": ", set.eventfds.size(),
                                                        " eventfds for count ", set.count));
       }
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat("SetIrqs ", name, ": unknown data type ",
-                                                     static_cast<int>(set.data)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("SetIrqs ", name, ": unknown data type ", static_cast<int>(set.data)));
   }
 
   std::lock_guard<std::mutex> lock(mu_);
@@ -666,11 +634,11 @@ absl::Status SimEduBackend::SetIrqs(const IrqSet& set) {
     case IrqIndex::kErr:
       break;
   }
-  return absl::UnimplementedError(absl::StrCat(
-      "SetIrqs ", name, ": action ",
-      set.action == IrqAction::kMask ? "mask" : set.action == IrqAction::kUnmask ? "unmask"
+  return absl::UnimplementedError(absl::StrCat("SetIrqs ", name, ": action ",
+                                               set.action == IrqAction::kMask     ? "mask"
+                                               : set.action == IrqAction::kUnmask ? "unmask"
                                                                                   : "trigger",
-      " is not supported (ENOTTY)"));
+                                               " is not supported (ENOTTY)"));
 }
 
 absl::Status SimEduBackend::IntxTrigger(const IrqSet& set) {
@@ -770,9 +738,9 @@ absl::Status SimEduBackend::MsiTrigger(const IrqSet& set) {
   if (set.data == IrqSet::Data::kEventfd) {
     if (irq_mode_ == IrqMode::kMsi &&
         (set.start >= msi_vectors_ || set.start + set.count > msi_vectors_)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "SetIrqs MSI trigger: vectors [", set.start, ", ", set.start + set.count,
-          ") are beyond the ", msi_vectors_, " enabled"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("SetIrqs MSI trigger: vectors [", set.start, ", ", set.start + set.count,
+                       ") are beyond the ", msi_vectors_, " enabled"));
     }
     if (irq_mode_ == IrqMode::kNone && set.start + set.count == 0) {
       return absl::InvalidArgumentError("SetIrqs MSI trigger: enabling needs at least 1 vector");
@@ -894,8 +862,8 @@ absl::Status SimEduBackend::MapDma(const DmaMap& map) {
     return absl::InvalidArgumentError(absl::StrCat(what, "no read or write permission"));
   }
   if (map.size == 0 || ((map.size | map.iova | vaddr) & (kIommuPageSize - 1)) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, "size 0 or iova, size or host address not aligned to ", kIommuPageSize));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, "size 0 or iova, size or host address not aligned to ", kIommuPageSize));
   }
   if (map.iova + map.size - 1 < map.iova || vaddr + map.size - 1 < vaddr) {
     return absl::InvalidArgumentError(absl::StrCat(what, "range wraps around"));
@@ -906,9 +874,8 @@ absl::Status SimEduBackend::MapDma(const DmaMap& map) {
   if (it != mappings_.begin()) {
     --it;
     if (it->first + it->second.size - 1 >= map.iova) {
-      return absl::AlreadyExistsError(absl::StrCat(what, "overlaps the mapping at ",
-                                                   Hex(it->first), " size ",
-                                                   Hex(it->second.size)));
+      return absl::AlreadyExistsError(absl::StrCat(what, "overlaps the mapping at ", Hex(it->first),
+                                                   " size ", Hex(it->second.size)));
     }
   }
   if (dma_avail_ == 0) {

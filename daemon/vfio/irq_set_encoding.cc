@@ -10,34 +10,6 @@
 namespace vfiod {
 namespace {
 
-const char* IndexName(IrqIndex index) {
-  switch (index) {
-    case IrqIndex::kIntx:
-      return "INTx";
-    case IrqIndex::kMsi:
-      return "MSI";
-    case IrqIndex::kMsix:
-      return "MSI-X";
-    case IrqIndex::kErr:
-      return "ERR";
-    case IrqIndex::kReq:
-      return "REQ";
-  }
-  return nullptr;
-}
-
-const char* ActionName(IrqAction action) {
-  switch (action) {
-    case IrqAction::kTrigger:
-      return "trigger";
-    case IrqAction::kMask:
-      return "mask";
-    case IrqAction::kUnmask:
-      return "unmask";
-  }
-  return "unknown";
-}
-
 const char* DataName(IrqSet::Data data) {
   switch (data) {
     case IrqSet::Data::kNone:
@@ -53,11 +25,8 @@ const char* DataName(IrqSet::Data data) {
 }  // namespace
 
 std::string DescribeIrqSet(const IrqSet& set) {
-  const char* name = IndexName(set.index);
-  const std::string index =
-      name != nullptr ? name : absl::StrCat("index ", static_cast<uint32_t>(set.index));
-  return absl::StrCat(index, " ", ActionName(set.action), " data ", DataName(set.data), " start ",
-                      set.start, " count ", set.count);
+  return absl::StrCat(IrqIndexName(set.index), " ", IrqActionName(set.action), " data ",
+                      DataName(set.data), " start ", set.start, " count ", set.count);
 }
 
 absl::StatusOr<std::vector<uint8_t>> EncodeIrqSet(const IrqSet& set) {

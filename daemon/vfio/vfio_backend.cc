@@ -12,19 +12,6 @@
 
 namespace vfiod {
 
-static_assert(kBar0RegionIndex == VFIO_PCI_BAR0_REGION_INDEX);
-static_assert(kBar5RegionIndex == VFIO_PCI_BAR5_REGION_INDEX);
-static_assert(kRomRegionIndex == VFIO_PCI_ROM_REGION_INDEX);
-static_assert(kConfigRegionIndex == VFIO_PCI_CONFIG_REGION_INDEX);
-static_assert(kVgaRegionIndex == VFIO_PCI_VGA_REGION_INDEX);
-static_assert(kNumPciRegions == VFIO_PCI_NUM_REGIONS);
-static_assert(static_cast<uint32_t>(IrqIndex::kIntx) == VFIO_PCI_INTX_IRQ_INDEX);
-static_assert(static_cast<uint32_t>(IrqIndex::kMsi) == VFIO_PCI_MSI_IRQ_INDEX);
-static_assert(static_cast<uint32_t>(IrqIndex::kMsix) == VFIO_PCI_MSIX_IRQ_INDEX);
-static_assert(static_cast<uint32_t>(IrqIndex::kErr) == VFIO_PCI_ERR_IRQ_INDEX);
-static_assert(static_cast<uint32_t>(IrqIndex::kReq) == VFIO_PCI_REQ_IRQ_INDEX);
-static_assert(kNumPciIrqIndexes == VFIO_PCI_NUM_IRQS);
-
 namespace {
 
 // More regions than any vfio-pci device has (9 fixed plus a few device-specific ones); a

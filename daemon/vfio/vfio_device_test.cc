@@ -163,7 +163,7 @@ TEST(VfioDeviceTest, IoctlErrorsNameTheIoctlAndKeepErrno) {
   set.action = IrqAction::kUnmask;
   const absl::Status unmask = device.SetIrqs(set);
   EXPECT_EQ(unmask.code(), absl::StatusCode::kUnimplemented);
-  ExpectErrno(unmask, "VFIO_DEVICE_SET_IRQS INTx unmask data none start 0 count 1", ENOTTY);
+  ExpectErrno(unmask, "VFIO_DEVICE_SET_IRQS INTx UNMASK data none start 0 count 1", ENOTTY);
 
   set.data = IrqSet::Data::kBool;  // no bools: refused before the ioctl
   EXPECT_EQ(device.SetIrqs(set).code(), absl::StatusCode::kInvalidArgument);
