@@ -170,6 +170,8 @@ download_kernel_deb() {
     log "the newest one is: $(latest_kernel_lines | tr '\n' ' ')"
     die "apt-get download $LAB_KERNEL_PACKAGE=$LAB_KERNEL_VERSION failed"
   fi
+  # apt-get download has checked the file against the archive's signed index; the pin's own
+  # hash also guards against the archive serving different bytes under the same version.
   verify_deb "$tmp/$(basename "$deb")"
   mv "$tmp/$(basename "$deb")" "$deb"
 }
@@ -307,10 +309,33 @@ build_base_cpio() {
   echo "$stamp" >"$kdir/base.stamp"
 }
 
+# Debian's security archive keeps only the current kernel ABI, so the pin goes stale whenever
+# bookworm-security moves on. A cached or downloadable pinned kernel is always used; otherwise
+# the archive's current 6.1 kernel is, with a warning to update kernel.pin, so that the lab (and
+# CI) keeps working. Its integrity then rests on apt's signed index, whose SHA256 becomes the pin.
+resolve_kernel_pin() {
+  [[ -f $(deb_path) ]] && return 0
+  if [[ -n $(apt-cache madison "$LAB_KERNEL_PACKAGE" 2>/dev/null |
+    awk -v v="$LAB_KERNEL_VERSION" '$3 == v')
+  ]]; then
+    return 0
+  fi
+  local lines
+  lines=$(latest_kernel_lines)
+  [[ $lines == LAB_KERNEL_PACKAGE=linux-image-6.1.* ]] ||
+    die "the pinned kernel $LAB_KERNEL_PACKAGE=$LAB_KERNEL_VERSION is not in the apt archive and no 6.1 kernel replaces it: $lines"
+  log "WARNING: the pinned kernel $LAB_KERNEL_PACKAGE=$LAB_KERNEL_VERSION is no longer in the apt archive;"
+  log "WARNING: using the archive's current one instead. Update tools/lab/kernel.pin with:"
+  printf '%s\n' "$lines" >&2
+  eval "$lines"
+  KERNEL_RELEASE=${LAB_KERNEL_PACKAGE#linux-image-}
+}
+
 fetch() {
   ensure_host_packages
   command -v "$QEMU" >/dev/null || die "$QEMU not found"
   lock_cache
+  resolve_kernel_pin
   download_kernel_deb
   prepare_kernel
   build_base_cpio
