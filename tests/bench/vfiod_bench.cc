@@ -13,16 +13,17 @@
 // first callback call starts threads that poll gRPC's shared epoll set for the rest of the
 // process's life, and from then on every blocking call in the process pays a thread hand-off
 // (about +18 us, 1.5 -> 3.9 context switches per call in the client). See docs/PERFORMANCE.md.
-// Also reports context switches per call (this process + the peer: the echo child or the daemon,
-// summed over its live threads)
-// and the daemon's idle RSS and thread count. Prints a table and a JSON line.
+// Every case runs --rounds times in turn and reports its median round. Also reports context
+// switches per call (this process + the peer: the echo child, the echo server or the daemon,
+// over its live threads) and the daemon's idle RSS and thread count (with the jail on, of the
+// serving process, not the launcher). Prints a table and a JSON line.
 //
 //   vfiod_bench --vfiod=PATH [--vfiod_args=ARG,...] [--echo_server=PATH] [--iterations=N]
 //               [--warmup=N] [--rounds=N] [--cpu=N] [--cross_cpu]
 #include <dirent.h>
 #include <sched.h>
-#include <sys/resource.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -30,11 +31,11 @@
 
 #include <algorithm>
 #include <condition_variable>
-#include <mutex>
 #include <cstdio>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -449,12 +450,12 @@ int Run() {
   std::printf("JSON %s\n", json.c_str());
 
   client->reset();
+  // Close both ends before waiting: the cross-CPU child, forked second, holds a copy of the
+  // first child's socket, which sees EOF only once that copy is gone too.
   close(echo.fd);
+  if (echo_cross.fd >= 0) close(echo_cross.fd);
   waitpid(echo.pid, nullptr, 0);
-  if (echo_cross.fd >= 0) {
-    close(echo_cross.fd);
-    waitpid(echo_cross.pid, nullptr, 0);
-  }
+  if (echo_cross.fd >= 0) waitpid(echo_cross.pid, nullptr, 0);
   return 0;
 }
 
