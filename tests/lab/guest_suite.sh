@@ -4,14 +4,14 @@
 #   LAB-SUITE-PART: name=NAME result=PASS|FAIL rc=N seconds=S
 # per part, then exits 0 only if every part passed.
 #
-# Usage: guest_suite.sh SUITE_DIR [PART...]   (parts: edu_scenario owner_loss zoo walkthrough;
-# default all). With LAB_SUITE_VERBOSE=1 a part's output is shown as it runs (tools/demo.sh).
+# Usage: guest_suite.sh SUITE_DIR [PART...]
+# (parts: edu_scenario owner_loss zoo jailed_ioctl walkthrough; default all). With LAB_SUITE_VERBOSE=1 a part's output is shown as it runs (tools/demo.sh).
 # SUITE_DIR holds vfiod, vfioctl, edu_scenario_test, owner_loss_test, zoo_test,
 # demo_walkthrough.sh and runfiles/vfiod/{daemon/vfiod,tests/owner_process}.
 set -u
 suite=${1:?usage: guest_suite.sh SUITE_DIR [PART...]}
 shift
-parts=${*:-edu_scenario owner_loss zoo walkthrough}
+parts=${*:-edu_scenario owner_loss zoo jailed_ioctl walkthrough}
 
 export VFIOD_BINARY=$suite/vfiod
 export VFIOCTL_BINARY=$suite/vfioctl
@@ -84,6 +84,7 @@ for p in $parts; do
     edu_scenario) part edu_scenario "$suite/edu_scenario_test" ;;
     owner_loss) part owner_loss "$suite/owner_loss_test" ;;
     zoo) part zoo "$suite/zoo_test" ;;
+    jailed_ioctl) part jailed_ioctl "$suite/jailed_ioctl_test" ;;
     walkthrough) part walkthrough walkthrough ;;
     *)
       echo "guest_suite: unknown part $p"

@@ -11,6 +11,9 @@
 #   zoo           tests/lab/zoo_test: every zoo device served, `vfioctl --json info/config`
 #                 compared with sysfs, MSI-X all vectors + mask/unmask, kernel-checked owner
 #                 loss, vfiod SIGKILLed and restarted on the same device
+#   jailed_ioctl  tests/lab/jailed_ioctl_test: a process jailed and filtered like vfiod, on the
+#                 real edu device's fds, lives through SET_IRQS and dies by SIGSYS on
+#                 PCI_HOT_RESET (MAP_DMA's number) and other requests on the device fd
 #   walkthrough   the vfioctl walk-through of tools/demo.sh on the real edu device
 # and prints a summary with timings. Exit codes are the lab's: 0 every part passed, 1 a part
 # failed, 2 the lab (or the build) failed. Environment: see tools/lab/README.md (LAB_CACHE,
@@ -30,7 +33,7 @@ t_start=$(date +%s.%N)
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; }
 
 targets=(//daemon:vfiod //client:vfioctl //tests:edu_scenario_test //tests:owner_loss_test
-  //tests:owner_process //tests/lab:zoo_test)
+  //tests:owner_process //tests/lab:zoo_test //tests/lab:jailed_ioctl_test)
 echo "lab-suite: building ${targets[*]}"
 if ! "$BAZEL" build "${targets[@]}"; then
   echo "lab-suite: RESULT: ERROR (the build failed)" >&2
@@ -48,6 +51,7 @@ adds=(
   --add "$bin/tests/edu_scenario_test:$suite/edu_scenario_test"
   --add "$bin/tests/owner_loss_test:$suite/owner_loss_test"
   --add "$bin/tests/lab/zoo_test:$suite/zoo_test"
+  --add "$bin/tests/lab/jailed_ioctl_test:$suite/jailed_ioctl_test"
   --add "$bin/daemon/vfiod:$suite/runfiles/vfiod/daemon/vfiod"
   --add "$bin/tests/owner_process:$suite/runfiles/vfiod/tests/owner_process"
   --add "$PWD/tools/demo_walkthrough.sh:$suite/demo_walkthrough.sh"
@@ -56,7 +60,7 @@ adds=(
 # fastbuild); the lab stages shared libraries at the path ldd names, which is not where $ORIGIN
 # points from the binary's real path, so put them there too.
 declare -A solibs=()
-for test in edu_scenario_test owner_loss_test lab/zoo_test; do
+for test in edu_scenario_test owner_loss_test lab/zoo_test lab/jailed_ioctl_test; do
   while read -r lib; do
     solibs[$lib]=1
   done < <(ldd "$bin/tests/$test" | awk '$3 ~ /\/_solib_[^\/]*\// {print $3}')
