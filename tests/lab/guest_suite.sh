@@ -5,8 +5,10 @@
 # per part, then exits 0 only if every part passed.
 #
 # Usage: guest_suite.sh SUITE_DIR [PART...]
-# (parts: edu_scenario owner_loss zoo jailed_ioctl walkthrough; default all). With LAB_SUITE_VERBOSE=1 a part's output is shown as it runs (tools/demo.sh).
+# (parts: edu_scenario owner_loss zoo jailed_ioctl walkthrough; default all). With
+# LAB_SUITE_VERBOSE=1 a part's output is shown as it runs (tools/demo.sh).
 # SUITE_DIR holds vfiod, vfioctl, edu_scenario_test, owner_loss_test, zoo_test,
+# jailed_ioctl_test,
 # demo_walkthrough.sh and runfiles/vfiod/{daemon/vfiod,tests/owner_process}.
 set -u
 suite=${1:?usage: guest_suite.sh SUITE_DIR [PART...]}
