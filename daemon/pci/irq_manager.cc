@@ -417,7 +417,15 @@ absl::Status IrqManager::SetTriggerLocked(IrqRequest& r, std::vector<IrqEvent>& 
       vector.mask_token = new_mask[i];
     }
   }
-  index.enabled = true;
+  if (r.index == IrqIndex::kErr || r.index == IrqIndex::kReq) {
+    // The kernel keeps a single trigger for ERR and REQ (vfio_pci_set_ctx_trigger_single): an
+    // eventfd of -1 clears it and nothing else is enabled. INTx, MSI and MSI-X stay enabled
+    // without triggers until disabled with count 0.
+    index.enabled = std::any_of(index.vectors.begin(), index.vectors.end(),
+                                [](const Vector& v) { return v.trigger != Trigger::kNone; });
+  } else {
+    index.enabled = true;
+  }
   return absl::OkStatus();
 }
 

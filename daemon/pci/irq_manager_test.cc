@@ -1098,5 +1098,36 @@ TEST_F(IrqManagerSimTest, NoFdLeakOver500EnableDisableLoops) {
   EXPECT_EQ(SettledFdCount(fds), fds);
 }
 
+// ERR and REQ hold a single trigger in the kernel (vfio_pci_set_ctx_trigger_single): an eventfd
+// of -1 clears it, and the index is then disabled, so a later disable request (count 0) must
+// not reach the backend, which refuses it (the kernel's EINVAL). Found by the device-model
+// fuzzer: REQ stayed "enabled" with no trigger and could not be disabled any more.
+TEST_F(IrqManagerSimTest, ReqWithoutAnEventfdIsDisabled) {
+  absl::StatusOr<EventFd> eventfd = EventFd::Create();
+  ASSERT_TRUE(eventfd.ok());
+  IrqRequest enable;
+  enable.index = IrqIndex::kReq;
+  enable.count = 1;
+  enable.data = Data::kEventfd;
+  enable.eventfds.emplace_back(*eventfd->Duplicate());
+  ASSERT_TRUE(manager_->SetIrqs(std::move(enable)).ok());
+  EXPECT_TRUE(Enabled(manager_->State(), IrqIndex::kReq));
+
+  IrqRequest clear;
+  clear.index = IrqIndex::kReq;
+  clear.count = 1;
+  clear.data = Data::kEventfd;
+  clear.eventfds.emplace_back(std::nullopt);
+  ASSERT_TRUE(manager_->SetIrqs(std::move(clear)).ok());
+  EXPECT_FALSE(Enabled(manager_->State(), IrqIndex::kReq));
+
+  IrqRequest disable;
+  disable.index = IrqIndex::kReq;
+  disable.count = 0;
+  disable.data = Data::kNone;
+  EXPECT_TRUE(manager_->SetIrqs(std::move(disable)).ok());
+  EXPECT_FALSE(Enabled(manager_->State(), IrqIndex::kReq));
+}
+
 }  // namespace
 }  // namespace vfiod
