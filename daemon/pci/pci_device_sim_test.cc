@@ -14,21 +14,18 @@
 
 #include "absl/strings/match.h"
 #include "daemon/pci/pci_device.h"
+#include "daemon/sim/edu_device.h"
 #include "daemon/sim/sim_backend.h"
 #include "gtest/gtest.h"
 
 namespace vfiod {
 namespace {
 
+using Edu = sim::EduDevice;  // the edu register map, defined once
+
 using Code = absl::StatusCode;
 
 // edu's BAR0 registers (QEMU hw/misc/edu.c).
-constexpr uint64_t kRegIdent = 0x00;
-constexpr uint64_t kRegLiveness = 0x04;
-constexpr uint64_t kRegDmaSrc = 0x80;
-constexpr uint64_t kRegDmaDst = 0x88;
-constexpr uint64_t kRegDmaCount = 0x90;
-constexpr uint64_t kRegDmaCmd = 0x98;
 constexpr uint32_t kDmaRun = 0x1;
 constexpr uint32_t kDmaToRam = 0x2;
 constexpr uint64_t kDmaBuffer = 0x40000;
@@ -81,13 +78,13 @@ absl::StatusOr<uint32_t> Read32(PciDevice& device, uint64_t offset) {
 
 // Runs one edu DMA transfer and waits for it to complete.
 void RunDma(PciDevice& device, uint64_t src, uint64_t dst, uint32_t count, bool to_ram) {
-  ASSERT_TRUE(Write32(device, kRegDmaSrc, static_cast<uint32_t>(src)).ok());
-  ASSERT_TRUE(Write32(device, kRegDmaDst, static_cast<uint32_t>(dst)).ok());
-  ASSERT_TRUE(Write32(device, kRegDmaCount, count).ok());
-  ASSERT_TRUE(Write32(device, kRegDmaCmd, kDmaRun | (to_ram ? kDmaToRam : 0)).ok());
+  ASSERT_TRUE(Write32(device, Edu::kRegDmaSrc, static_cast<uint32_t>(src)).ok());
+  ASSERT_TRUE(Write32(device, Edu::kRegDmaDst, static_cast<uint32_t>(dst)).ok());
+  ASSERT_TRUE(Write32(device, Edu::kRegDmaCount, count).ok());
+  ASSERT_TRUE(Write32(device, Edu::kRegDmaCmd, kDmaRun | (to_ram ? kDmaToRam : 0)).ok());
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (std::chrono::steady_clock::now() < deadline) {
-    absl::StatusOr<uint32_t> cmd = Read32(device, kRegDmaCmd);
+    absl::StatusOr<uint32_t> cmd = Read32(device, Edu::kRegDmaCmd);
     ASSERT_TRUE(cmd.ok()) << cmd.status();
     if ((*cmd & kDmaRun) == 0) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -125,9 +122,9 @@ TEST(PciDeviceSimTest, DescribesEdu) {
 TEST(PciDeviceSimTest, RegionAccessAndDecode) {
   std::unique_ptr<PciDevice> device = MakeEdu();
   ASSERT_NE(device, nullptr);
-  EXPECT_EQ(*Read32(*device, kRegIdent), 0x010000edu);
-  ASSERT_TRUE(Write32(*device, kRegLiveness, 0x12345678).ok());
-  EXPECT_EQ(*Read32(*device, kRegLiveness), ~0x12345678u);
+  EXPECT_EQ(*Read32(*device, Edu::kRegIdent), 0x010000edu);
+  ASSERT_TRUE(Write32(*device, Edu::kRegLiveness, 0x12345678).ok());
+  EXPECT_EQ(*Read32(*device, Edu::kRegLiveness), ~0x12345678u);
 
   EXPECT_EQ(device->ReadRegion(0, kMiB - 2, 4).status().code(), Code::kOutOfRange);
   EXPECT_EQ(device->ReadRegion(1, 0, 4).status().code(), Code::kNotFound);
@@ -136,11 +133,11 @@ TEST(PciDeviceSimTest, RegionAccessAndDecode) {
 
   const uint32_t command = *device->ReadConfig(PCI_COMMAND, 2);
   ASSERT_TRUE(device->WriteConfig(PCI_COMMAND, 2, command & ~PCI_COMMAND_MEMORY).ok());
-  absl::Status status = Read32(*device, kRegIdent).status();
+  absl::Status status = Read32(*device, Edu::kRegIdent).status();
   EXPECT_EQ(status.code(), Code::kFailedPrecondition) << status;
   EXPECT_TRUE(absl::StartsWith(status.message(), "ReadRegion")) << status;
   ASSERT_TRUE(device->WriteConfig(PCI_COMMAND, 2, command).ok());
-  EXPECT_EQ(*Read32(*device, kRegIdent), 0x010000edu);
+  EXPECT_EQ(*Read32(*device, Edu::kRegIdent), 0x010000edu);
 }
 
 TEST(PciDeviceSimTest, ConfigValidation) {

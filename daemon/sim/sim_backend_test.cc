@@ -10,25 +10,17 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/sim/edu_device.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace vfiod {
 namespace {
 
+using Edu = sim::EduDevice;  // the edu register map, defined once
+
 using ::testing::HasSubstr;
 
-constexpr uint64_t kRegIdent = 0x00;
-constexpr uint64_t kRegLiveness = 0x04;
-constexpr uint64_t kRegFactorial = 0x08;
-constexpr uint64_t kRegStatus = 0x20;
-constexpr uint64_t kRegIrqStatus = 0x24;
-constexpr uint64_t kRegIrqRaise = 0x60;
-constexpr uint64_t kRegIrqAck = 0x64;
-constexpr uint64_t kRegDmaSrc = 0x80;
-constexpr uint64_t kRegDmaDst = 0x88;
-constexpr uint64_t kRegDmaCount = 0x90;
-constexpr uint64_t kRegDmaCmd = 0x98;
 constexpr uint32_t kDmaRun = 0x1;
 constexpr uint32_t kDmaToRam = 0x2;
 constexpr uint32_t kDmaIrq = 0x4;
@@ -117,11 +109,11 @@ class SimBackendTest : public ::testing::Test {
     SetCfg(0x04, 2, (Cfg(0x04, 2) | set) & ~clear);
   }
   void RunDma(uint32_t src, uint32_t dst, uint32_t count, uint32_t cmd) {
-    SetMmio(kRegDmaSrc, src);
-    SetMmio(kRegDmaDst, dst);
-    SetMmio(kRegDmaCount, count);
-    SetMmio(kRegDmaCmd, cmd | kDmaRun);
-    ASSERT_TRUE(WaitFor([&] { return (Mmio(kRegDmaCmd) & kDmaRun) == 0; }));
+    SetMmio(Edu::kRegDmaSrc, src);
+    SetMmio(Edu::kRegDmaDst, dst);
+    SetMmio(Edu::kRegDmaCount, count);
+    SetMmio(Edu::kRegDmaCmd, cmd | kDmaRun);
+    ASSERT_TRUE(WaitFor([&] { return (Mmio(Edu::kRegDmaCmd) & kDmaRun) == 0; }));
   }
 
   absl::Status SetIrq(IrqIndex index, IrqAction action, IrqSet::Data data, uint32_t start,
@@ -153,8 +145,7 @@ class SimBackendTest : public ::testing::Test {
     return *std::move(fd);
   }
 
-  static DmaMap Map(uint64_t iova, uint64_t size, void* host, bool read = true,
-                    bool write = true) {
+  static DmaMap Map(uint64_t iova, uint64_t size, void* host, bool read = true, bool write = true) {
     DmaMap map;
     map.iova = iova;
     map.size = size;
@@ -239,7 +230,7 @@ TEST_F(SimBackendTest, ConfigSpaceAsVfioPresentsIt) {
   EXPECT_EQ(Cfg(0x2c), 0x11001af4u);
   EXPECT_EQ(Cfg(0x30), 0u);
   EXPECT_EQ(Cfg(0x34), 0x40u);
-  EXPECT_EQ(Cfg(0x3c), 0x010bu);  // pin INTA, line 11
+  EXPECT_EQ(Cfg(0x3c), 0x010bu);      // pin INTA, line 11
   EXPECT_EQ(Cfg(0x40), 0x00800005u);  // MSI, last capability, 64-bit, one vector, disabled
   EXPECT_EQ(Cfg(0x44), 0u);
   // Bulk reads see the same bytes as dword reads.
@@ -276,13 +267,13 @@ TEST_F(SimBackendTest, ReadOnlyFieldsIgnoreWrites) {
     EXPECT_TRUE(backend_->ReadRegion(kConfigRegionIndex, 0, absl::MakeSpan(bytes)).ok());
     return bytes;
   }();
-  SetCfg(0x00, 4, 0);           // ids
-  SetCfg(0x06, 2, 0xffff);      // status
-  SetCfg(0x08, 4, 0);           // class, revision
-  SetCfg(0x2c, 4, 0);           // subsystem
-  SetCfg(0x34, 1, 0x80);        // capability pointer
-  SetCfg(0x3d, 1, 0);           // interrupt pin
-  SetCfg(0x40, 2, 0x0009);      // capability id and next
+  SetCfg(0x00, 4, 0);       // ids
+  SetCfg(0x06, 2, 0xffff);  // status
+  SetCfg(0x08, 4, 0);       // class, revision
+  SetCfg(0x2c, 4, 0);       // subsystem
+  SetCfg(0x34, 1, 0x80);    // capability pointer
+  SetCfg(0x3d, 1, 0);       // interrupt pin
+  SetCfg(0x40, 2, 0x0009);  // capability id and next
   std::vector<uint8_t> after(0x40);
   ASSERT_TRUE(backend_->ReadRegion(kConfigRegionIndex, 0, absl::MakeSpan(after)).ok());
   EXPECT_EQ(before, after);
@@ -316,7 +307,7 @@ TEST_F(SimBackendTest, MemoryDecodeOffFailsBarAccess) {
   absl::Status write = backend_->WriteRegion(kBar0RegionIndex, 4, absl::MakeConstSpan(bytes));
   EXPECT_EQ(write.code(), absl::StatusCode::kFailedPrecondition);
   SetCommandBits(kCommandMemory);
-  EXPECT_EQ(Mmio(kRegIdent), 0x010000edu);
+  EXPECT_EQ(Mmio(Edu::kRegIdent), 0x010000edu);
 }
 
 TEST_F(SimBackendTest, RegionErrors) {
@@ -348,22 +339,22 @@ TEST_F(SimBackendTest, RegionErrors) {
 }
 
 TEST_F(SimBackendTest, IdentificationLivenessFactorial) {
-  EXPECT_EQ(Mmio(kRegIdent), 0x010000edu);
-  SetMmio(kRegLiveness, 0x0f0f0f0f);
-  EXPECT_EQ(Mmio(kRegLiveness), 0xf0f0f0f0u);
-  SetMmio(kRegFactorial, 10);
-  ASSERT_TRUE(WaitFor([&] { return (Mmio(kRegStatus) & 0x1) == 0; }));
-  EXPECT_EQ(Mmio(kRegFactorial), 3628800u);
+  EXPECT_EQ(Mmio(Edu::kRegIdent), 0x010000edu);
+  SetMmio(Edu::kRegLiveness, 0x0f0f0f0f);
+  EXPECT_EQ(Mmio(Edu::kRegLiveness), 0xf0f0f0f0u);
+  SetMmio(Edu::kRegFactorial, 10);
+  ASSERT_TRUE(WaitFor([&] { return (Mmio(Edu::kRegStatus) & 0x1) == 0; }));
+  EXPECT_EQ(Mmio(Edu::kRegFactorial), 3628800u);
 }
 
 TEST_F(SimBackendTest, WrongSizeBarAccesses) {
   EXPECT_EQ(Read(kBar0RegionIndex, 0, 2), 0u);
   EXPECT_EQ(Read(kBar0RegionIndex, 2, 2), 0u);
   EXPECT_EQ(Read(kBar0RegionIndex, 1, 1), 0u);
-  SetMmio(kRegLiveness, 0);
-  Write(kBar0RegionIndex, kRegLiveness, 2, 0xffff);
-  Write(kBar0RegionIndex, kRegLiveness + 3, 1, 0xff);
-  EXPECT_EQ(Mmio(kRegLiveness), 0xffffffffu);
+  SetMmio(Edu::kRegLiveness, 0);
+  Write(kBar0RegionIndex, Edu::kRegLiveness, 2, 0xffff);
+  Write(kBar0RegionIndex, Edu::kRegLiveness + 3, 1, 0xff);
+  EXPECT_EQ(Mmio(Edu::kRegLiveness), 0xffffffffu);
   // An 8-byte access becomes two 4-byte device accesses.
   uint8_t bytes[8];
   ASSERT_TRUE(backend_->ReadRegion(kBar0RegionIndex, 0, absl::MakeSpan(bytes)).ok());
@@ -428,32 +419,32 @@ TEST_F(SimBackendTest, DmaWithoutBusMasterIsDropped) {
 TEST_F(SimBackendTest, IntxAutomaskAckUnmask) {
   EventFd trigger = NewEventFd();
   ASSERT_TRUE(SetTrigger(IrqIndex::kIntx, &trigger).ok());
-  SetMmio(kRegIrqRaise, 0x1);
+  SetMmio(Edu::kRegIrqRaise, 0x1);
   ASSERT_TRUE(WaitSignalled(trigger));
-  SetMmio(kRegIrqRaise, 0x2);  // line already asserted and masked
+  SetMmio(Edu::kRegIrqRaise, 0x2);  // line already asserted and masked
   EXPECT_EQ(Take(trigger), 0u);
   // Unmasking while still asserted fires again and stays masked.
   ASSERT_TRUE(Action(IrqIndex::kIntx, IrqAction::kUnmask).ok());
   EXPECT_EQ(Take(trigger), 1u);
-  SetMmio(kRegIrqAck, 0x3);
+  SetMmio(Edu::kRegIrqAck, 0x3);
   ASSERT_TRUE(Action(IrqIndex::kIntx, IrqAction::kUnmask).ok());
   EXPECT_EQ(Take(trigger), 0u);
-  SetMmio(kRegIrqRaise, 0x4);
+  SetMmio(Edu::kRegIrqRaise, 0x4);
   EXPECT_EQ(Take(trigger), 1u);
   EXPECT_EQ(backend_->Counters().interrupts, 2u);
   // The factorial interrupt goes the same way.
-  SetMmio(kRegIrqAck, 0x4);
+  SetMmio(Edu::kRegIrqAck, 0x4);
   ASSERT_TRUE(Action(IrqIndex::kIntx, IrqAction::kUnmask).ok());
-  SetMmio(kRegStatus, 0x80);
-  SetMmio(kRegFactorial, 4);
+  SetMmio(Edu::kRegStatus, 0x80);
+  SetMmio(Edu::kRegFactorial, 4);
   ASSERT_TRUE(WaitSignalled(trigger));
-  EXPECT_EQ(Mmio(kRegIrqStatus), 0x1u);
-  EXPECT_EQ(Mmio(kRegFactorial), 24u);
+  EXPECT_EQ(Mmio(Edu::kRegIrqStatus), 0x1u);
+  EXPECT_EQ(Mmio(Edu::kRegFactorial), 24u);
   EXPECT_TRUE(Disable(IrqIndex::kIntx).ok());
 }
 
 TEST_F(SimBackendTest, IntxEnabledWhileAssertedFiresAtOnce) {
-  SetMmio(kRegIrqRaise, 0x1);
+  SetMmio(Edu::kRegIrqRaise, 0x1);
   EXPECT_EQ(Cfg(0x06, 2) & 0x08, 0x08u);  // PCI_STATUS_INTERRUPT
   EventFd trigger = NewEventFd();
   ASSERT_TRUE(SetTrigger(IrqIndex::kIntx, &trigger).ok());
@@ -464,43 +455,39 @@ TEST_F(SimBackendTest, IntxResampleEventfdUnmasks) {
   EventFd trigger = NewEventFd();
   EventFd resample = NewEventFd();
   ASSERT_TRUE(SetTrigger(IrqIndex::kIntx, &trigger).ok());
-  ASSERT_TRUE(SetIrq(IrqIndex::kIntx, IrqAction::kUnmask, IrqSet::Data::kEventfd, 0, 1,
-                     {&resample})
-                  .ok());
+  ASSERT_TRUE(
+      SetIrq(IrqIndex::kIntx, IrqAction::kUnmask, IrqSet::Data::kEventfd, 0, 1, {&resample}).ok());
   // A second one is refused (EBUSY) until the first is removed.
   EventFd another = NewEventFd();
-  EXPECT_EQ(SetIrq(IrqIndex::kIntx, IrqAction::kUnmask, IrqSet::Data::kEventfd, 0, 1,
-                   {&another})
-                .code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(
+      SetIrq(IrqIndex::kIntx, IrqAction::kUnmask, IrqSet::Data::kEventfd, 0, 1, {&another}).code(),
+      absl::StatusCode::kFailedPrecondition);
 
-  SetMmio(kRegIrqRaise, 0x1);
+  SetMmio(Edu::kRegIrqRaise, 0x1);
   ASSERT_TRUE(WaitSignalled(trigger));
   // Resampling while still asserted delivers again.
   ASSERT_TRUE(resample.Signal().ok());
   ASSERT_TRUE(WaitSignalled(trigger));
-  SetMmio(kRegIrqAck, 0x1);
+  SetMmio(Edu::kRegIrqAck, 0x1);
   ASSERT_TRUE(resample.Signal().ok());
   // Once the worker has consumed the resample signal, INTx is unmasked: the next raise fires.
   ASSERT_TRUE(WaitFor([&] {
-    SetMmio(kRegIrqRaise, 0x1);
+    SetMmio(Edu::kRegIrqRaise, 0x1);
     const bool fired = Take(trigger) > 0;
-    SetMmio(kRegIrqAck, 0x1);
+    SetMmio(Edu::kRegIrqAck, 0x1);
     return fired;
   }));
-  ASSERT_TRUE(SetIrq(IrqIndex::kIntx, IrqAction::kUnmask, IrqSet::Data::kEventfd, 0, 1,
-                     {nullptr})
-                  .ok());
-  EXPECT_TRUE(SetIrq(IrqIndex::kIntx, IrqAction::kUnmask, IrqSet::Data::kEventfd, 0, 1,
-                     {&another})
-                  .ok());
+  ASSERT_TRUE(
+      SetIrq(IrqIndex::kIntx, IrqAction::kUnmask, IrqSet::Data::kEventfd, 0, 1, {nullptr}).ok());
+  EXPECT_TRUE(
+      SetIrq(IrqIndex::kIntx, IrqAction::kUnmask, IrqSet::Data::kEventfd, 0, 1, {&another}).ok());
 }
 
 TEST_F(SimBackendTest, ExplicitMaskHoldsAndUnmaskDelivers) {
   EventFd trigger = NewEventFd();
   ASSERT_TRUE(SetTrigger(IrqIndex::kIntx, &trigger).ok());
   ASSERT_TRUE(Action(IrqIndex::kIntx, IrqAction::kMask).ok());
-  SetMmio(kRegIrqRaise, 0x1);
+  SetMmio(Edu::kRegIrqRaise, 0x1);
   EXPECT_EQ(Take(trigger), 0u);
   ASSERT_TRUE(
       SetIrq(IrqIndex::kIntx, IrqAction::kUnmask, IrqSet::Data::kBool, 0, 1, {}, {false}).ok());
@@ -514,7 +501,7 @@ TEST_F(SimBackendTest, CommandIntxDisableMasks) {
   EventFd trigger = NewEventFd();
   ASSERT_TRUE(SetTrigger(IrqIndex::kIntx, &trigger).ok());
   SetCommandBits(kCommandIntxDisable);
-  SetMmio(kRegIrqRaise, 0x1);
+  SetMmio(Edu::kRegIrqRaise, 0x1);
   EXPECT_EQ(Take(trigger), 0u);
   ASSERT_TRUE(Action(IrqIndex::kIntx, IrqAction::kUnmask).ok());  // no effect while disabled
   EXPECT_EQ(Take(trigger), 0u);
@@ -525,11 +512,11 @@ TEST_F(SimBackendTest, CommandIntxDisableMasks) {
 TEST_F(SimBackendTest, MsiNeedsBusMaster) {
   EventFd trigger = NewEventFd();
   ASSERT_TRUE(SetTrigger(IrqIndex::kMsi, &trigger).ok());
-  SetMmio(kRegIrqRaise, 0x1);
+  SetMmio(Edu::kRegIrqRaise, 0x1);
   EXPECT_EQ(Take(trigger), 0u);
   EXPECT_EQ(backend_->Counters().interrupts, 0u);
   SetCommandBits(kCommandMaster);
-  SetMmio(kRegIrqRaise, 0x1);
+  SetMmio(Edu::kRegIrqRaise, 0x1);
   EXPECT_EQ(Take(trigger), 1u);
   EXPECT_EQ(backend_->Counters().interrupts, 1u);
   // A DMA completion interrupt arrives by MSI too, and INTx stays quiet.
@@ -537,13 +524,13 @@ TEST_F(SimBackendTest, MsiNeedsBusMaster) {
   ASSERT_TRUE(backend_->MapDma(Map(0x400000, 4096, memory.data())).ok());
   RunDma(0x400000, kDmaBuffer, 8, kDmaIrq);
   ASSERT_TRUE(WaitSignalled(trigger));
-  EXPECT_EQ(Mmio(kRegIrqStatus), 0x101u);
+  EXPECT_EQ(Mmio(Edu::kRegIrqStatus), 0x101u);
   EXPECT_EQ(Cfg(0x06, 2) & 0x08, 0u);
   // Loopback.
   ASSERT_TRUE(SetIrq(IrqIndex::kMsi, IrqAction::kTrigger, IrqSet::Data::kNone, 0, 1).ok());
   EXPECT_EQ(Take(trigger), 1u);
   ASSERT_TRUE(Disable(IrqIndex::kMsi).ok());
-  SetMmio(kRegIrqRaise, 0x1);
+  SetMmio(Edu::kRegIrqRaise, 0x1);
   EXPECT_EQ(Take(trigger), 0u);
 }
 
@@ -568,7 +555,7 @@ TEST_F(SimBackendTest, MsiEnableBitIsVirtual) {
   SetCfg(kMsiFlags, 2, 0x0081);
   EXPECT_EQ(Cfg(kMsiFlags, 2), 0x0081u);
   SetCommandBits(kCommandMaster);
-  SetMmio(kRegIrqRaise, 0x1);
+  SetMmio(Edu::kRegIrqRaise, 0x1);
   EXPECT_EQ(Take(trigger), 1u);
   ASSERT_TRUE(Disable(IrqIndex::kMsi).ok());
   SetCfg(kMsiFlags, 2, 0x0081);
@@ -600,12 +587,11 @@ TEST_F(SimBackendTest, SetIrqsValidation) {
   EXPECT_EQ(code(SetIrq(IrqIndex::kIntx, IrqAction::kTrigger, IrqSet::Data::kNone,
                         std::numeric_limits<uint32_t>::max(), 1)),
             kInvalid);
-  EXPECT_EQ(code(SetIrq(IrqIndex::kIntx, IrqAction::kTrigger, IrqSet::Data::kEventfd, 1, 1,
-                        {&fd})),
+  EXPECT_EQ(code(SetIrq(IrqIndex::kIntx, IrqAction::kTrigger, IrqSet::Data::kEventfd, 1, 1, {&fd})),
             kInvalid);
-  EXPECT_EQ(code(SetIrq(IrqIndex::kMsi, IrqAction::kTrigger, IrqSet::Data::kEventfd, 0, 2,
-                        {&fd, &fd})),
-            kInvalid);
+  EXPECT_EQ(
+      code(SetIrq(IrqIndex::kMsi, IrqAction::kTrigger, IrqSet::Data::kEventfd, 0, 2, {&fd, &fd})),
+      kInvalid);
   EXPECT_EQ(code(SetIrq(IrqIndex::kMsi, IrqAction::kTrigger, IrqSet::Data::kEventfd, 0, 0)),
             kInvalid);
   EXPECT_EQ(code(SetIrq(IrqIndex::kIntx, IrqAction::kTrigger, IrqSet::Data::kEventfd, 0, 1)),
@@ -613,8 +599,7 @@ TEST_F(SimBackendTest, SetIrqsValidation) {
   EXPECT_EQ(code(SetIrq(IrqIndex::kIntx, IrqAction::kTrigger, IrqSet::Data::kBool, 0, 1, {},
                         {true, true})),
             kInvalid);
-  EXPECT_EQ(code(SetIrq(IrqIndex::kIntx, IrqAction::kTrigger,
-                        static_cast<IrqSet::Data>(7), 0, 1)),
+  EXPECT_EQ(code(SetIrq(IrqIndex::kIntx, IrqAction::kTrigger, static_cast<IrqSet::Data>(7), 0, 1)),
             kInvalid);
   EXPECT_EQ(code(SetIrq(IrqIndex::kIntx, static_cast<IrqAction>(9), IrqSet::Data::kNone, 0, 1)),
             kInvalid);
@@ -637,13 +622,12 @@ TEST_F(SimBackendTest, SetIrqsValidation) {
   // INTx enabled without an eventfd, then given one.
   ASSERT_TRUE(Disable(IrqIndex::kIntx).ok());
   ASSERT_TRUE(SetTrigger(IrqIndex::kIntx, nullptr).ok());
-  SetMmio(kRegIrqRaise, 1);
+  SetMmio(Edu::kRegIrqRaise, 1);
   ASSERT_TRUE(SetTrigger(IrqIndex::kIntx, &fd).ok());
   EXPECT_EQ(Take(fd), 1u);
   // REQ: register, loop back, tear down.
   EventFd req = NewEventFd();
-  EXPECT_EQ(code(SetIrq(IrqIndex::kReq, IrqAction::kTrigger, IrqSet::Data::kNone, 0, 1)),
-            kInvalid);
+  EXPECT_EQ(code(SetIrq(IrqIndex::kReq, IrqAction::kTrigger, IrqSet::Data::kNone, 0, 1)), kInvalid);
   ASSERT_TRUE(SetTrigger(IrqIndex::kReq, &req).ok());
   ASSERT_TRUE(SetIrq(IrqIndex::kReq, IrqAction::kTrigger, IrqSet::Data::kNone, 0, 1).ok());
   EXPECT_EQ(Take(req), 1u);
@@ -656,7 +640,7 @@ TEST_F(SimBackendTest, EventfdsAreDuplicated) {
   absl::StatusOr<EventFd> observer = trigger->Duplicate();
   ASSERT_TRUE(observer.ok());
   trigger.reset();
-  SetMmio(kRegIrqRaise, 0x1);
+  SetMmio(Edu::kRegIrqRaise, 0x1);
   EXPECT_EQ(Take(*observer), 1u);
 }
 
@@ -674,20 +658,20 @@ TEST_F(SimBackendTest, DmaMapValidation) {
   EXPECT_EQ(code(Map(kMax - 4095, 8192, host)), kInvalid);
   EXPECT_EQ(code(Map(0, kMax - 4095, host)), kInvalid);
   EXPECT_EQ(code(Map(0x10000, 4096, nullptr)), kInvalid);
-  EXPECT_EQ(code(Map(0xfee00000, 4096, host)), kInvalid);       // MSI window
-  EXPECT_EQ(code(Map(0xfedff000, 2 * 4096, host)), kInvalid);   // runs into it
-  EXPECT_EQ(code(Map(0xfeeff000, 2 * 4096, host)), kInvalid);   // runs out of it
+  EXPECT_EQ(code(Map(0xfee00000, 4096, host)), kInvalid);         // MSI window
+  EXPECT_EQ(code(Map(0xfedff000, 2 * 4096, host)), kInvalid);     // runs into it
+  EXPECT_EQ(code(Map(0xfeeff000, 2 * 4096, host)), kInvalid);     // runs out of it
   EXPECT_EQ(code(Map(uint64_t{1} << 39, 4096, host)), kInvalid);  // beyond the address width
   EXPECT_EQ(code(Map(0xfef00000, 4096, host)), absl::StatusCode::kOk);
   EXPECT_EQ(code(Map((uint64_t{1} << 39) - 4096, 4096, host)), absl::StatusCode::kOk);
 
   ASSERT_EQ(code(Map(0x20000, 2 * 4096, host)), absl::StatusCode::kOk);
   constexpr auto kExists = absl::StatusCode::kAlreadyExists;
-  EXPECT_EQ(code(Map(0x20000, 2 * 4096, host)), kExists);  // duplicate
-  EXPECT_EQ(code(Map(0x1f000, 4 * 4096, host)), kExists);  // containing
-  EXPECT_EQ(code(Map(0x21000, 4096, host)), kExists);      // contained
-  EXPECT_EQ(code(Map(0x1f000, 2 * 4096, host)), kExists);  // overlapping the start
-  EXPECT_EQ(code(Map(0x21000, 2 * 4096, host)), kExists);  // overlapping the end
+  EXPECT_EQ(code(Map(0x20000, 2 * 4096, host)), kExists);            // duplicate
+  EXPECT_EQ(code(Map(0x1f000, 4 * 4096, host)), kExists);            // containing
+  EXPECT_EQ(code(Map(0x21000, 4096, host)), kExists);                // contained
+  EXPECT_EQ(code(Map(0x1f000, 2 * 4096, host)), kExists);            // overlapping the start
+  EXPECT_EQ(code(Map(0x21000, 2 * 4096, host)), kExists);            // overlapping the end
   EXPECT_EQ(code(Map(0x1f000, 4096, host)), absl::StatusCode::kOk);  // adjacent
   EXPECT_EQ(code(Map(0x22000, 4096, host)), absl::StatusCode::kOk);
 
@@ -726,14 +710,14 @@ TEST_F(SimBackendTest, UnmapDuringDmaNeverTouchesUnmappedMemory) {
   for (int round = 0; round < 200; ++round) {
     auto memory = std::make_unique<Memory>(4096);
     ASSERT_TRUE(backend_->MapDma(Map(kIova, 4096, memory->data())).ok());
-    SetMmio(kRegDmaSrc, kDmaBuffer);
-    SetMmio(kRegDmaDst, kIova);
-    SetMmio(kRegDmaCount, 4096);
-    SetMmio(kRegDmaCmd, kDmaRun | kDmaToRam);
+    SetMmio(Edu::kRegDmaSrc, kDmaBuffer);
+    SetMmio(Edu::kRegDmaDst, kIova);
+    SetMmio(Edu::kRegDmaCount, 4096);
+    SetMmio(Edu::kRegDmaCmd, kDmaRun | kDmaToRam);
     if (round % 2 == 0) std::this_thread::sleep_for(std::chrono::microseconds(round * 10));
     ASSERT_TRUE(backend_->UnmapDma(kIova, 4096).ok());
     memory.reset();  // munmap: a device write now would crash the test
-    ASSERT_TRUE(WaitFor([&] { return (Mmio(kRegDmaCmd) & kDmaRun) == 0; }));
+    ASSERT_TRUE(WaitFor([&] { return (Mmio(Edu::kRegDmaCmd) & kDmaRun) == 0; }));
   }
 }
 
@@ -758,12 +742,12 @@ TEST_F(SimBackendTest, ConcurrentCallersAreSafe) {
     }
   });
   for (int i = 0; i < 300; ++i) {
-    SetMmio(kRegIrqRaise, 1);
-    SetMmio(kRegDmaSrc, kDmaBuffer);
-    SetMmio(kRegDmaDst, 0x600000);
-    SetMmio(kRegDmaCount, 64);
-    SetMmio(kRegDmaCmd, kDmaRun | kDmaToRam);
-    SetMmio(kRegIrqAck, 1);
+    SetMmio(Edu::kRegIrqRaise, 1);
+    SetMmio(Edu::kRegDmaSrc, kDmaBuffer);
+    SetMmio(Edu::kRegDmaDst, 0x600000);
+    SetMmio(Edu::kRegDmaCount, 64);
+    SetMmio(Edu::kRegDmaCmd, kDmaRun | kDmaToRam);
+    SetMmio(Edu::kRegIrqAck, 1);
     (void)backend_->Counters();
   }
   stop = true;
@@ -781,18 +765,18 @@ TEST_F(SimBackendTest, ResetRestoresRegistersAndKeepsConfig) {
   EventFd trigger = NewEventFd();
   ASSERT_TRUE(SetTrigger(IrqIndex::kIntx, &trigger).ok());
   SetCommandBits(kCommandMaster);
-  SetMmio(kRegLiveness, 0);
-  SetMmio(kRegIrqRaise, 0x10);
+  SetMmio(Edu::kRegLiveness, 0);
+  SetMmio(Edu::kRegIrqRaise, 0x10);
   ASSERT_EQ(Take(trigger), 1u);
   const uint32_t command = Cfg(0x04, 2);
   ASSERT_TRUE(backend_->Reset().ok());
-  EXPECT_EQ(Mmio(kRegLiveness), 0u);
-  EXPECT_EQ(Mmio(kRegIrqStatus), 0u);
+  EXPECT_EQ(Mmio(Edu::kRegLiveness), 0u);
+  EXPECT_EQ(Mmio(Edu::kRegIrqStatus), 0u);
   EXPECT_EQ(Cfg(0x06, 2) & 0x08, 0u);
   EXPECT_EQ(Cfg(0x04, 2), command);
   // INTx stays set up: after the unmask the next interrupt arrives.
   ASSERT_TRUE(Action(IrqIndex::kIntx, IrqAction::kUnmask).ok());
-  SetMmio(kRegIrqRaise, 0x1);
+  SetMmio(Edu::kRegIrqRaise, 0x1);
   EXPECT_EQ(Take(trigger), 1u);
 }
 

@@ -70,10 +70,13 @@
 #include "daemon/base/logging.h"
 #include "daemon/base/unique_fd.h"
 #include "daemon/pci/pci_device.h"
+#include "daemon/sim/edu_device.h"
 #include "daemon/sim/sim_backend.h"
 
 namespace vfiod {
 namespace {
+
+using Edu = sim::EduDevice;  // the edu register map, defined once
 
 using Code = absl::StatusCode;
 
@@ -84,20 +87,19 @@ constexpr uint32_t kMax32 = std::numeric_limits<uint32_t>::max();
 constexpr size_t kMaxOps = 256;
 
 // edu's BAR0 registers (QEMU hw/misc/edu.c).
-constexpr uint64_t kRegLiveness = 0x04;
-constexpr uint64_t kRegFactorial = 0x08;
-constexpr uint64_t kRegStatus = 0x20;
-constexpr uint64_t kRegIrqStatus = 0x24;
-constexpr uint64_t kRegIrqRaise = 0x60;
-constexpr uint64_t kRegIrqAck = 0x64;
-constexpr uint64_t kRegDmaSrc = 0x80;
-constexpr uint64_t kRegDmaDst = 0x88;
-constexpr uint64_t kRegDmaCount = 0x90;
-constexpr uint64_t kRegDmaCmd = 0x98;
 constexpr uint64_t kDmaBuffer = 0x40000;
-constexpr uint64_t kEduRegs[] = {0x00,        kRegLiveness, kRegFactorial, kRegStatus,
-                                 kRegIrqStatus, kRegIrqRaise, kRegIrqAck,    kRegDmaSrc,
-                                 0x84,        kRegDmaDst,   kRegDmaCount,  kRegDmaCmd};
+constexpr uint64_t kEduRegs[] = {0x00,
+                                 Edu::kRegLiveness,
+                                 Edu::kRegFactorial,
+                                 Edu::kRegStatus,
+                                 Edu::kRegIrqStatus,
+                                 Edu::kRegIrqRaise,
+                                 Edu::kRegIrqAck,
+                                 Edu::kRegDmaSrc,
+                                 0x84,
+                                 Edu::kRegDmaDst,
+                                 Edu::kRegDmaCount,
+                                 Edu::kRegDmaCmd};
 
 // Small limits, so that inputs reach them.
 DeviceLimits FuzzLimits() {
@@ -122,11 +124,11 @@ enum Op : uint8_t {
   kMapDma,
   kUnmapDma,
   kSetIrqs,
-  kEduWrite,     // one 4-byte BAR0 register write
-  kEduDma,       // src, dst, count, cmd in one go
-  kWaitIdle,     // poll until edu's DMA and factorial units are idle (bounded)
+  kEduWrite,  // one 4-byte BAR0 register write
+  kEduDma,    // src, dst, count, cmd in one go
+  kWaitIdle,  // poll until edu's DMA and factorial units are idle (bounded)
   kReset,
-  kOwnerLoss,    // ReleaseOwnerResources
+  kOwnerLoss,  // ReleaseOwnerResources
   kSnapshot,
   kWatch,        // WatchIrqs / drain / drop
   kCommand,      // config write of the command register (memory decode, bus master, ...)
@@ -137,10 +139,10 @@ enum Op : uint8_t {
 
 const char* OpName(uint8_t op) {
   static const char* const kNames[] = {
-      "ReadConfig", "WriteConfig", "DumpConfig",  "ReadRegion", "WriteRegion", "RegisterMemory",
-      "Unregister", "MapDma",      "UnmapDma",    "SetIrqs",    "EduWrite",    "EduDma",
-      "WaitIdle",   "Reset",       "OwnerLoss",   "Snapshot",   "Watch",       "Command",
-      "EventfdPoke", "FillMemory"};
+      "ReadConfig",     "WriteConfig", "DumpConfig", "ReadRegion",  "WriteRegion",
+      "RegisterMemory", "Unregister",  "MapDma",     "UnmapDma",    "SetIrqs",
+      "EduWrite",       "EduDma",      "WaitIdle",   "Reset",       "OwnerLoss",
+      "Snapshot",       "Watch",       "Command",    "EventfdPoke", "FillMemory"};
   return op < kNumOps ? kNames[op] : "?";
 }
 
@@ -160,8 +162,8 @@ std::vector<std::string>* g_trace = nullptr;
   std::abort();
 }
 
-#define FUZZ_CHECK(cond, ...)                                               \
-  do {                                                                      \
+#define FUZZ_CHECK(cond, ...)                                                 \
+  do {                                                                        \
     if (!(cond)) ::vfiod::Fail(__LINE__, #cond, ::absl::StrCat(__VA_ARGS__)); \
   } while (0)
 
@@ -276,7 +278,8 @@ UniqueFd MakeNonEventfd(uint8_t kind) {
 // Everything in a snapshot that only a call can change (not the device's threads).
 std::string StableState(const DeviceSnapshot& s) {
   std::string out;
-  for (const MemoryInfo& m : s.memory) absl::StrAppend(&out, "mem ", m.id, "/", m.size, "/", m.mappings, "; ");
+  for (const MemoryInfo& m : s.memory)
+    absl::StrAppend(&out, "mem ", m.id, "/", m.size, "/", m.mappings, "; ");
   for (const DmaMapRequest& m : s.mappings) {
     absl::StrAppend(&out, "map ", Hex(m.iova), "+", Hex(m.size), " id ", m.memory_id, "@",
                     Hex(m.offset), " ", m.device_read ? "r" : "", m.device_write ? "w" : "", "; ");
@@ -354,13 +357,13 @@ void CheckInvariants(const DeviceSnapshot& s, const Model& model) {
     ++uses[m.memory_id];
   }
   for (const MemoryInfo& m : s.memory) {
-    FUZZ_CHECK(uses[m.id] == m.mappings, "memory ", m.id, " reports ", m.mappings,
-               " mappings, ", uses[m.id], " exist");
+    FUZZ_CHECK(uses[m.id] == m.mappings, "memory ", m.id, " reports ", m.mappings, " mappings, ",
+               uses[m.id], " exist");
   }
   for (const IrqIndexState& irq : s.irqs) {
     const uint32_t raw = static_cast<uint32_t>(irq.index);
-    FUZZ_CHECK(raw < model.irqs.size() && irq.vectors.size() == model.irqs[raw].count,
-               "IRQ index ", raw, " has ", irq.vectors.size(), " vectors");
+    FUZZ_CHECK(raw < model.irqs.size() && irq.vectors.size() == model.irqs[raw].count, "IRQ index ",
+               raw, " has ", irq.vectors.size(), " vectors");
     if (irq.enabled) continue;
     for (const IrqVectorState& v : irq.vectors) {
       FUZZ_CHECK(v.trigger == IrqVectorState::Trigger::kNone && !v.unmask_eventfd,
@@ -490,11 +493,16 @@ class Harness {
         if (!s.mappings.empty()) {
           const DmaMapRequest& m = s.mappings[r_.U8() % s.mappings.size()];
           switch (r_.U8() % 5) {
-            case 0: return m.iova;
-            case 1: return m.iova + m.size;
-            case 2: return m.iova + m.size - kPage;
-            case 3: return m.iova - kPage;
-            default: return m.iova + kPage;
+            case 0:
+              return m.iova;
+            case 1:
+              return m.iova + m.size;
+            case 2:
+              return m.iova + m.size - kPage;
+            case 3:
+              return m.iova - kPage;
+            default:
+              return m.iova + kPage;
           }
         }
         return r_.U32();
@@ -577,37 +585,58 @@ class Harness {
 
   uint32_t PickU32Count() {
     switch (r_.U8() % 6) {
-      case 0: return 0;
-      case 1: return 1;
-      case 2: return 2;
-      case 3: return r_.U32();
-      case 4: return kMax32 - r_.U8();
-      default: return r_.U8();
+      case 0:
+        return 0;
+      case 1:
+        return 1;
+      case 2:
+        return 2;
+      case 3:
+        return r_.U32();
+      case 4:
+        return kMax32 - r_.U8();
+      default:
+        return r_.U8();
     }
   }
 
   uint64_t PickRegionOffset() {
     switch (r_.U8() % 7) {
-      case 0: return kEduRegs[r_.U8() % (sizeof(kEduRegs) / sizeof(kEduRegs[0]))];
-      case 1: return r_.U16();
-      case 2: return kMiB - r_.U8();
-      case 3: return kMax64 - r_.U8();
-      case 4: return r_.U64();
-      case 5: return kDmaBuffer + r_.U16() % 4100;
-      default: return r_.U32();
+      case 0:
+        return kEduRegs[r_.U8() % (sizeof(kEduRegs) / sizeof(kEduRegs[0]))];
+      case 1:
+        return r_.U16();
+      case 2:
+        return kMiB - r_.U8();
+      case 3:
+        return kMax64 - r_.U8();
+      case 4:
+        return r_.U64();
+      case 5:
+        return kDmaBuffer + r_.U16() % 4100;
+      default:
+        return r_.U32();
     }
   }
 
   uint64_t PickRegionSize() {
     switch (r_.U8() % 8) {
-      case 0: return 4;
-      case 1: return 1 + r_.U8() % 8;
-      case 2: return r_.U16();
-      case 3: return 64 * 1024;
-      case 4: return 64 * 1024 + 1;
-      case 5: return kMax64 - r_.U8();
-      case 6: return 0;
-      default: return r_.U64();
+      case 0:
+        return 4;
+      case 1:
+        return 1 + r_.U8() % 8;
+      case 2:
+        return r_.U16();
+      case 3:
+        return 64 * 1024;
+      case 4:
+        return 64 * 1024 + 1;
+      case 5:
+        return kMax64 - r_.U8();
+      case 6:
+        return 0;
+      default:
+        return r_.U64();
     }
   }
 
@@ -619,10 +648,14 @@ class Harness {
 
   uint32_t PickConfigOffset() {
     switch (r_.U8() % 4) {
-      case 0: return r_.U8();
-      case 1: return r_.U16() % 0x1004;
-      case 2: return r_.U32();
-      default: return 0x40 + r_.U8() % 16;  // the MSI capability
+      case 0:
+        return r_.U8();
+      case 1:
+        return r_.U16() % 0x1004;
+      case 2:
+        return r_.U32();
+      default:
+        return 0x40 + r_.U8() % 16;  // the MSI capability
     }
   }
 
@@ -633,11 +666,16 @@ class Harness {
 
   uint32_t PickValue32() {
     switch (r_.U8() % 5) {
-      case 0: return r_.U8();
-      case 1: return r_.U16();
-      case 2: return 0xffffffff;
-      case 3: return 0;
-      default: return r_.U32();
+      case 0:
+        return r_.U8();
+      case 1:
+        return r_.U16();
+      case 2:
+        return 0xffffffff;
+      case 3:
+        return 0;
+      default:
+        return r_.U32();
     }
   }
 
@@ -810,7 +848,7 @@ class Harness {
         const uint64_t id = PickMemoryId(before);
         Note(absl::StrCat(id));
         const MemoryInfo* memory = FindMemory(before, id);
-        const Code expected = memory == nullptr     ? Code::kNotFound
+        const Code expected = memory == nullptr      ? Code::kNotFound
                               : memory->mappings > 0 ? Code::kFailedPrecondition
                                                      : Code::kOk;
         const std::string stable = StableState(before);
@@ -962,8 +1000,7 @@ class Harness {
         const uint64_t offset = uint64_t{r_.U16()} * 16;
         absl::Span<const uint8_t> bytes = r_.Take(r_.U8() % 64);
         if (!bytes.empty()) {
-          (void)!::pwrite(it->second.get(), bytes.data(), bytes.size(),
-                          static_cast<off_t>(offset));
+          (void)!::pwrite(it->second.get(), bytes.data(), bytes.size(), static_cast<off_t>(offset));
         }
         break;
       }
@@ -976,19 +1013,39 @@ class Harness {
     const uint8_t kind = r_.U8() % 8;
     uint64_t file_size;
     switch (r_.U8() % 5) {
-      case 0: file_size = (uint64_t{r_.U8()} + 1) * kPage; break;  // up to 1 MiB
-      case 1: file_size = r_.U32() % (kMiB + 1); break;
-      case 2: file_size = 0; break;
-      case 3: file_size = kMiB; break;
-      default: file_size = 16 * kPage; break;
+      case 0:
+        file_size = (uint64_t{r_.U8()} + 1) * kPage;
+        break;  // up to 1 MiB
+      case 1:
+        file_size = r_.U32() % (kMiB + 1);
+        break;
+      case 2:
+        file_size = 0;
+        break;
+      case 3:
+        file_size = kMiB;
+        break;
+      default:
+        file_size = 16 * kPage;
+        break;
     }
     uint64_t size;
     switch (r_.U8() % 5) {
-      case 0: size = 0; break;
-      case 1: size = file_size; break;
-      case 2: size = (uint64_t{r_.U8()} + 1) * kPage; break;
-      case 3: size = kMax64 - kPage + 1; break;
-      default: size = r_.U64(); break;
+      case 0:
+        size = 0;
+        break;
+      case 1:
+        size = file_size;
+        break;
+      case 2:
+        size = (uint64_t{r_.U8()} + 1) * kPage;
+        break;
+      case 3:
+        size = kMax64 - kPage + 1;
+        break;
+      default:
+        size = r_.U64();
+        break;
     }
     UniqueFd fd;
     bool valid_kind = false;
@@ -1015,7 +1072,8 @@ class Harness {
         break;
       }
     }
-    Note(absl::StrCat("kind ", static_cast<int>(kind), " file ", Hex(file_size), " size ", Hex(size)));
+    Note(absl::StrCat("kind ", static_cast<int>(kind), " file ", Hex(file_size), " size ",
+                      Hex(size)));
     // The harness keeps its own view of the memory (as a VMM does).
     UniqueFd view;
     if (valid_kind && fd.valid()) {
@@ -1026,7 +1084,8 @@ class Harness {
     const std::string stable = StableState(before);
     const int raw = fd.get();
     absl::StatusOr<MemoryInfo> info = device_->RegisterMemory(std::move(fd), size);
-    Note(info.ok() ? absl::StrCat("id ", info->id) : absl::StatusCodeToString(info.status().code()));
+    Note(info.ok() ? absl::StrCat("id ", info->id)
+                   : absl::StatusCodeToString(info.status().code()));
     if (raw >= 0) {
       // "fd is closed either way" (unless a later fd took its number: only the view could).
       FUZZ_CHECK(::fcntl(raw, F_GETFD) < 0 || raw == view.get(), "RegisterMemory kept fd ", raw);
@@ -1109,10 +1168,9 @@ class Harness {
         // ERR and REQ are enabled exactly while their single trigger is set (an eventfd of -1
         // clears it, as in the kernel); INTx, MSI and MSI-X stay enabled without triggers.
         const bool single_trigger = which == IrqIndex::kErr || which == IrqIndex::kReq;
-        const bool any_trigger =
-            std::any_of(irq.vectors.begin(), irq.vectors.end(), [](const IrqVectorState& v) {
-              return v.trigger != IrqVectorState::Trigger::kNone;
-            });
+        const bool any_trigger = std::any_of(
+            irq.vectors.begin(), irq.vectors.end(),
+            [](const IrqVectorState& v) { return v.trigger != IrqVectorState::Trigger::kNone; });
         FUZZ_CHECK(irq.enabled == (!single_trigger || any_trigger), "setting triggers left ",
                    IrqIndexName(which), irq.enabled ? " enabled" : " disabled");
       }
@@ -1129,9 +1187,12 @@ class Harness {
             return static_cast<uint32_t>(m.iova + r_.U16() % (m.size + 64));
           }
           return 0x100000;
-        case 1: return 0x100000 + r_.U16();
-        case 2: return r_.U32();
-        default: return kDmaBuffer + r_.U16() % 4200;
+        case 1:
+          return 0x100000 + r_.U16();
+        case 2:
+          return r_.U32();
+        default:
+          return kDmaBuffer + r_.U16() % 4200;
       }
     };
     const uint8_t flags = r_.U8();
@@ -1141,18 +1202,26 @@ class Harness {
                                      : static_cast<uint32_t>(kDmaBuffer);
     uint32_t count;
     switch (r_.U8() % 4) {
-      case 0: count = 1 + r_.U8(); break;
-      case 1: count = 4096; break;
-      case 2: count = r_.U32(); break;
-      default: count = r_.U16() % 4200; break;
+      case 0:
+        count = 1 + r_.U8();
+        break;
+      case 1:
+        count = 4096;
+        break;
+      case 2:
+        count = r_.U32();
+        break;
+      default:
+        count = r_.U16() % 4200;
+        break;
     }
     const uint32_t cmd = 1 | (to_ram ? 2 : 0) | ((flags & 4) ? 4 : 0) | ((flags & 8) ? 0x10 : 0);
     Note(absl::StrCat(to_ram ? "dev->ram " : "ram->dev ", Hex(ram), " ", Hex(dev), " ", count,
                       " cmd ", Hex(cmd)));
-    (void)Write32(kRegDmaSrc, to_ram ? dev : ram);
-    (void)Write32(kRegDmaDst, to_ram ? ram : dev);
-    (void)Write32(kRegDmaCount, count);
-    (void)Write32(kRegDmaCmd, cmd);
+    (void)Write32(Edu::kRegDmaSrc, to_ram ? dev : ram);
+    (void)Write32(Edu::kRegDmaDst, to_ram ? ram : dev);
+    (void)Write32(Edu::kRegDmaCount, count);
+    (void)Write32(Edu::kRegDmaCmd, cmd);
     if (flags & 0x80) WaitIdle(0);
   }
 
@@ -1161,8 +1230,8 @@ class Harness {
   void WaitIdle(uint8_t extra) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
     while (std::chrono::steady_clock::now() < deadline) {
-      absl::StatusOr<uint32_t> cmd = Read32(kRegDmaCmd);
-      absl::StatusOr<uint32_t> status = Read32(kRegStatus);
+      absl::StatusOr<uint32_t> cmd = Read32(Edu::kRegDmaCmd);
+      absl::StatusOr<uint32_t> status = Read32(Edu::kRegStatus);
       if (!cmd.ok() || !status.ok()) break;  // memory decode off
       if ((*cmd & 1) == 0 && (*status & 1) == 0) {
         Note("idle");
