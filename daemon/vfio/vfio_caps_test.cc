@@ -116,7 +116,9 @@ TEST(VfioCapsTest, RegionWithoutCapabilities) {
 void ExpectMalformed(Bytes& b, const char* why) {
   absl::StatusOr<VfioRegion> region = ParseRegionInfo(b.bytes());
   EXPECT_FALSE(region.ok()) << why;
-  if (!region.ok()) EXPECT_EQ(region.status().code(), absl::StatusCode::kInternal) << why;
+  if (!region.ok()) {
+    EXPECT_EQ(region.status().code(), absl::StatusCode::kInternal) << why;
+  }
 }
 
 TEST(VfioCapsTest, RejectsNextPointingBackwards) {
