@@ -591,6 +591,10 @@ absl::StatusOr<std::unique_ptr<IrqWatch>> VfioClient::WatchIrqs(
       stub_->WatchIrqs(watch->context_.get(), request);
   if (reader == nullptr) return absl::InternalError("WatchIrqs: no stream");
   watch->reader_ = std::thread(&IrqWatch::ReadLoop, watch.get(), std::move(reader));
+  // The daemon sends the stream's headers once the subscription exists: from then on no
+  // interrupt is missed. A stream that fails at once (e.g. too many watchers) reports here.
+  absl::Status started = watch->WaitStarted(timeout_);
+  if (!started.ok()) return client::Annotate(started, "WatchIrqs");
   return watch;
 }
 

@@ -210,8 +210,9 @@ class VfioClient {
   // TRIGGER with count 0: disables every vector of `index`.
   absl::Status DisableIrqs(v1::IrqIndex index);
 
-  // Streams interrupts of `indexes` (empty: all). Any role. Returns once the call is started;
-  // interrupts the daemon reads before it has registered the stream are not replayed.
+  // Streams interrupts of `indexes` (empty: all). Any role. Returns once the daemon has
+  // registered the subscription (every interrupt from then on is streamed), or the stream's
+  // error (e.g. RESOURCE_EXHAUSTED beyond the daemon's watcher limit).
   absl::StatusOr<std::unique_ptr<IrqWatch>> WatchIrqs(absl::Span<const v1::IrqIndex> indexes = {});
 
   // --- Reset, state, roles --------------------------------------------------------------------
