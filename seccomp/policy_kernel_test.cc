@@ -23,24 +23,13 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/base/sanitizers.h"
 #include "gtest/gtest.h"
 #include "seccomp/fd_layout.h"
 #include "seccomp/policy.h"
 
 namespace vfiod::seccomp {
 namespace {
-
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
 
 // Runs `body` in a forked child under the policy; returns the child's wait status. The child
 // holds eventfds on the VFIO numbers 3..5 (any fd will do: the policy looks at numbers) and
@@ -75,7 +64,7 @@ long Raw(long nr, uint64_t a = 0, uint64_t b = 0, uint64_t c = 0, uint64_t d = 0
 class PolicyKernelTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (kSanitized) GTEST_SKIP() << "sanitizer runtimes cannot live under the policy";
+    if (kSanitizerBuild) GTEST_SKIP() << "sanitizer runtimes cannot live under the policy";
   }
 };
 

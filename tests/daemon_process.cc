@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "daemon/base/sanitizers.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -24,18 +25,6 @@ extern char** environ;
 
 namespace vfiod::testing {
 namespace {
-
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
 
 // True once the daemon answers a grpc.health.v1 Check: the socket alone accepts connections
 // before the daemon serves (it is bound before the jail forks the serving process).
@@ -111,7 +100,7 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
                                    "--listen=" + daemon->socket_path_};
   // The jail and the enforcing seccomp policy are the default and stay on, except that a
   // sanitizer runtime cannot live under the policy (see seccomp/README.md).
-  if (kSanitized) argv.push_back("--seccomp=off");
+  if (kSanitizerBuild) argv.push_back("--seccomp=off");
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   absl::StatusOr<pid_t> pid = SpawnProcess(argv);
   if (!pid.ok()) return pid.status();
