@@ -155,6 +155,40 @@ TEST(JailTest, ServingProcessIsConfined) {
   EXPECT_NE(::lstat((socket_path + ".fds").c_str(), &st), 0);
 }
 
+// --uid/--gid: the serving process runs as that user and group with no supplementary groups,
+// still with no capabilities, and serves a client of the daemon's own uid (the allowed set is
+// taken before the switch).
+TEST(JailTest, ServesAsTheGivenUidAndGid) {
+  if (::getuid() != 0) GTEST_SKIP() << "--uid/--gid need root";
+  std::ifstream setgroups("/proc/self/setgroups");
+  std::string setgroups_mode;
+  std::getline(setgroups, setgroups_mode);
+  if (setgroups_mode == "deny") {
+    GTEST_SKIP() << "this user namespace denies setgroups (a sandbox): --uid/--gid cannot work";
+  }
+  constexpr uid_t kNobody = 65534;
+  absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon =
+      testing::DaemonProcess::Start({absl::StrCat("--uid=", kNobody),
+                                     absl::StrCat("--gid=", kNobody)});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  Exercise((*daemon)->socket_path());
+  absl::StatusOr<pid_t> serving = (*daemon)->ServingPid();
+  ASSERT_TRUE(serving.ok());
+  ASSERT_NE(*serving, (*daemon)->pid());
+  std::map<std::string, std::string> status = ProcStatus(*serving);
+  const std::string all_nobody = absl::StrJoin(std::vector<uid_t>(4, kNobody), "\t");
+  EXPECT_EQ(status["Uid"], all_nobody);
+  EXPECT_EQ(status["Gid"], all_nobody);
+  EXPECT_EQ(status["Groups"], "");
+  EXPECT_EQ(status["Seccomp"], "2");
+  for (const char* set : {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}) {
+    EXPECT_EQ(status[set], "0000000000000000") << set;
+  }
+  absl::StatusOr<int> exit_status = (*daemon)->Terminate();
+  ASSERT_TRUE(exit_status.ok()) << exit_status.status();
+  EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0) << *exit_status;
+}
+
 TEST(JailTest, KillingTheLauncherKillsTheDaemon) {
   absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon =
       testing::DaemonProcess::Start();
@@ -191,10 +225,15 @@ TEST(JailTest, SwitchesForDevelopment) {
 }
 
 TEST(JailTest, BadSwitchesAreRefused) {
-  for (const char* arg : {"--jail=maybe", "--seccomp=trap", "--uid=x"}) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--jail=maybe"},
+           {"--seccomp=trap"},
+           {"--uid=x"},
+           {"--gid=-1"},
+           {"--jail=off", "--uid=1"}}) {
     absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon =
-        testing::DaemonProcess::Start({arg});
-    EXPECT_FALSE(daemon.ok()) << arg;
+        testing::DaemonProcess::Start(args);
+    EXPECT_FALSE(daemon.ok()) << absl::StrJoin(args, " ");
   }
 }
 

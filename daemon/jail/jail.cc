@@ -252,7 +252,12 @@ absl::Status DropPrivileges(const JailOptions& options) {
     return StepError("PR_CAP_AMBIENT_CLEAR_ALL");
   }
   if (options.uid.has_value() || options.gid.has_value()) {
-    if (::setgroups(0, nullptr) != 0) return StepError("setgroups(0)");
+    if (::setgroups(0, nullptr) != 0) {
+      // EPERM as root: a user namespace whose /proc/self/setgroups is "deny" (a sandbox such
+      // as Bazel's), where no uid or gid switch can be made safely.
+      return StepError(errno == EPERM ? "setgroups(0) (denied in this user namespace?)"
+                                      : "setgroups(0)");
+    }
   }
   if (options.gid.has_value() &&
       ::setresgid(*options.gid, *options.gid, *options.gid) != 0) {
