@@ -385,6 +385,12 @@ class TransportTest : public ::testing::Test {
     return client;
   }
 
+  // True while `fd` is open on the inode `inode` (a closed number may be reused by another).
+  static bool SameInode(int fd, ino_t inode) {
+    struct stat st;
+    return ::fstat(fd, &st) == 0 && st.st_ino == inode;
+  }
+
   static bool SeesEof(const UniqueFd& fd) {
     const absl::Time deadline = absl::Now() + kWait;
     while (absl::Now() < deadline) {
@@ -599,8 +605,8 @@ TEST_F(TransportTest, SilentClientIsDroppedAfterThePrefaceTimeout) {
   StartTransport(std::move(options));
   absl::StatusOr<UniqueFd> silent = ConnectUnixSocket(path_, UnixSocketKind::kStream);
   ASSERT_TRUE(silent.ok());
-  // It holds the only slot while it waits...
-  absl::SleepFor(absl::Milliseconds(100));
+  // It holds the only slot while it waits (given time to be accepted)...
+  absl::SleepFor(absl::Milliseconds(300));
   absl::StatusOr<UniqueFd> refused = ConnectExpectingRefusal();
   ASSERT_TRUE(refused.ok()) << refused.status();
   EXPECT_TRUE(SeesEof(*refused));
@@ -655,6 +661,9 @@ TEST_F(TransportTest, ReusedFdNumberClosesTheOldConnectionFirst) {
     if (transport_->ConnectionForPeer(absl::StrCat("fd:", fd)) == first_id) first_fd = fd;
   }
   ASSERT_TRUE(first_fd.has_value());
+  struct stat first_stat;
+  ASSERT_EQ(::fstat(*first_fd, &first_stat), 0);
+  const ino_t first_inode = first_stat.st_ino;
 
   absl::Notification gate;
   events_.BlockNextChannelOpen(&gate);
@@ -668,7 +677,12 @@ TEST_F(TransportTest, ReusedFdNumberClosesTheOldConnectionFirst) {
   ASSERT_EQ(::send(first->get(), garbage.data(), garbage.size(), MSG_NOSIGNAL),
             static_cast<ssize_t>(garbage.size()));
   EXPECT_TRUE(SeesEof(*first));
-  absl::SleepFor(absl::Milliseconds(100));  // let gRPC close its fd
+  // gRPC shuts the socket down, then closes its fd: wait for the close.
+  const absl::Time deadline = absl::Now() + kWait;
+  while (SameInode(*first_fd, first_inode) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_FALSE(SameInode(*first_fd, first_inode)) << "gRPC never closed the connection's fd";
   gate.Notify();
 
   ASSERT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.opened_count() == 2; }));
