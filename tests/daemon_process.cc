@@ -87,6 +87,14 @@ absl::StatusOr<pid_t> SpawnProcess(const std::vector<std::string>& argv) {
   return pid;
 }
 
+std::vector<std::string> DaemonProcess::BaseArgs() {
+  // A sanitizer runtime cannot live under the policy (see seccomp/README.md).
+  if (kSanitizerBuild) return {"--seccomp=off"};
+  return {};
+}
+
+std::string DaemonProcess::ExpectedSeccompMode() { return kSanitizerBuild ? "0" : "2"; }
+
 absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
     const std::vector<std::string>& extra_args) {
   std::unique_ptr<DaemonProcess> daemon(new DaemonProcess());
@@ -98,9 +106,9 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
   daemon->socket_path_ = daemon->dir_ + "/d.sock";
   std::vector<std::string> argv = {BinaryPath(), "--device=" + DeviceName(),
                                    "--listen=" + daemon->socket_path_};
-  // The jail and the enforcing seccomp policy are the default and stay on, except that a
-  // sanitizer runtime cannot live under the policy (see seccomp/README.md).
-  if (kSanitizerBuild) argv.push_back("--seccomp=off");
+  // The jail and the enforcing seccomp policy are the default and stay on.
+  const std::vector<std::string> base = BaseArgs();
+  argv.insert(argv.end(), base.begin(), base.end());
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   absl::StatusOr<pid_t> pid = SpawnProcess(argv);
   if (!pid.ok()) return pid.status();

@@ -43,6 +43,13 @@ class DaemonProcess {
   static std::string BinaryPath();
   static std::string RunfilePath(const std::string& workspace_relative);
   static std::string DeviceName();
+  // The arguments every test daemon gets before its own: none, except in a sanitizer build,
+  // whose runtime cannot live under the seccomp policy: there "--seccomp=off" (the jail stays
+  // on). Every test that starts vfiod itself (spawn mode) passes these too.
+  static std::vector<std::string> BaseArgs();
+  // The Seccomp: field of /proc/<pid>/status of a daemon started with BaseArgs() and no
+  // --seccomp of its own: "2" (filter), or "0" in a sanitizer build.
+  static std::string ExpectedSeccompMode();
 
  private:
   DaemonProcess() = default;

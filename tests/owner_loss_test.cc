@@ -78,7 +78,8 @@ TEST(OwnerLossTest, KilledOwnerLeavesNothingBehind) {
 TEST(SpawnModeTest, SpawnedDaemonServesItsOwnerAndExitsWithIt) {
   SpawnOptions options;
   options.binary_path = testing::DaemonProcess::BinaryPath();
-  options.args = {"--device=" + testing::DaemonProcess::DeviceName()};
+  options.args = testing::DaemonProcess::BaseArgs();
+  options.args.push_back("--device=" + testing::DaemonProcess::DeviceName());
   absl::StatusOr<std::unique_ptr<VfioClient>> client = VfioClient::Spawn(options);
   ASSERT_TRUE(client.ok()) << client.status();
   absl::StatusOr<v1::DeviceState> state = (*client)->GetState();

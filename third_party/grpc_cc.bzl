@@ -5,8 +5,11 @@ Debian's Bazel has no gRPC rules and no protobuf repository to fetch, so a genru
 them as declared inputs.
 """
 
-def cc_grpc_library(name, srcs, deps = [], visibility = None):
-    """Generates <file>.pb.{h,cc} and <file>.grpc.pb.{h,cc} for srcs; a cc_library `name`."""
+def cc_grpc_library(name, srcs, deps = [], proto_imports = [], testonly = False, visibility = None):
+    """Generates <file>.pb.{h,cc} and <file>.grpc.pb.{h,cc} for srcs; a cc_library `name`.
+
+    proto_imports: .proto files that srcs import (protoc reads them; their C++ comes from deps).
+    """
     outs_h = []
     outs_cc = []
     for src in srcs:
@@ -15,7 +18,8 @@ def cc_grpc_library(name, srcs, deps = [], visibility = None):
         outs_cc += [stem + ".pb.cc", stem + ".grpc.pb.cc"]
     native.genrule(
         name = name + "_codegen",
-        srcs = srcs,
+        srcs = srcs + proto_imports,
+        testonly = testonly,
         outs = outs_h + outs_cc,
         cmd = " ".join([
             "/usr/bin/protoc",
@@ -30,5 +34,6 @@ def cc_grpc_library(name, srcs, deps = [], visibility = None):
         srcs = outs_cc,
         hdrs = outs_h,
         deps = deps + ["//third_party:grpc", "//third_party:protobuf"],
+        testonly = testonly,
         visibility = visibility,
     )

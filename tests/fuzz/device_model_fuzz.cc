@@ -72,6 +72,7 @@
 #include "daemon/pci/pci_device.h"
 #include "daemon/sim/edu_device.h"
 #include "daemon/sim/sim_backend.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace vfiod {
 namespace {
@@ -79,6 +80,10 @@ namespace {
 using Edu = sim::EduDevice;  // the edu register map, defined once
 
 using Code = absl::StatusCode;
+using fuzz::CountFds;
+using fuzz::ExpectFdCount;
+using fuzz::MakeMemfd;
+using fuzz::MakeNonEventfd;
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kMiB = uint64_t{1} << 20;
@@ -146,27 +151,6 @@ const char* OpName(uint8_t op) {
   return op < kNumOps ? kNames[op] : "?";
 }
 
-// ---------------------------------------------------------------------------------------------
-// Failure reporting: the trace of the current input, then abort (libFuzzer records the crash).
-
-std::vector<std::string>* g_trace = nullptr;
-
-[[noreturn]] void Fail(int line, const char* condition, const std::string& message) {
-  std::fprintf(stderr, "\n*** device_model_fuzz invariant violated (line %d): %s\n    %s\n", line,
-               condition, message.c_str());
-  if (g_trace != nullptr) {
-    std::fprintf(stderr, "    operations of this input:\n");
-    for (const std::string& step : *g_trace) std::fprintf(stderr, "      %s\n", step.c_str());
-  }
-  std::fflush(stderr);
-  std::abort();
-}
-
-#define FUZZ_CHECK(cond, ...)                                                 \
-  do {                                                                        \
-    if (!(cond)) ::vfiod::Fail(__LINE__, #cond, ::absl::StrCat(__VA_ARGS__)); \
-  } while (0)
-
 std::string Hex(uint64_t v) { return absl::StrCat("0x", absl::Hex(v)); }
 
 // ---------------------------------------------------------------------------------------------
@@ -202,75 +186,6 @@ class ByteReader {
   const uint8_t* data_;
   size_t size_;
 };
-
-// ---------------------------------------------------------------------------------------------
-// Fds.
-
-int CountFds() {
-  int count = 0;
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) return -1;
-  while (struct dirent* entry = ::readdir(dir)) {
-    if (entry->d_name[0] != '.') ++count;
-  }
-  ::closedir(dir);
-  return count - 1;  // the directory's own fd
-}
-
-// Waits (bounded) for the fd count to come back to `expected`: the simulated device's worker
-// drops its copy of the INTx unmask eventfd when it next wakes.
-void ExpectFdCount(int expected, const char* when) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  int now = CountFds();
-  while (now != expected && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
-    now = CountFds();
-  }
-  FUZZ_CHECK(now == expected, when, ": ", now, " fds open, expected ", expected, " (leak)");
-}
-
-UniqueFd MakeMemfd(uint64_t size, int seals) {
-  int fd = ::memfd_create("device_model_fuzz", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (fd < 0) return UniqueFd();
-  UniqueFd out(fd);
-  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) return UniqueFd();
-  if (seals != 0 && ::fcntl(fd, F_ADD_SEALS, seals) != 0) return UniqueFd();
-  return out;
-}
-
-// An fd that is not an eventfd (or -1), for the places where the service would pass a
-// client's fd.
-UniqueFd MakeNonEventfd(uint8_t kind) {
-  switch (kind % 8) {
-    case 0: {
-      int p[2];
-      if (::pipe2(p, O_CLOEXEC) != 0) return UniqueFd();
-      ::close(p[1]);
-      return UniqueFd(p[0]);
-    }
-    case 1: {
-      int p[2];
-      if (::pipe2(p, O_CLOEXEC) != 0) return UniqueFd();
-      ::close(p[0]);
-      return UniqueFd(p[1]);  // writable: "adding 0" must not be mistaken for an eventfd
-    }
-    case 2:
-      return MakeMemfd(kPage, F_SEAL_SHRINK);
-    case 3:
-      return UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC));
-    case 4:
-      return UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-    case 5: {
-      sigset_t mask;
-      sigemptyset(&mask);
-      return UniqueFd(::signalfd(-1, &mask, SFD_CLOEXEC));
-    }
-    case 6:
-      return UniqueFd(::open("/dev/null", O_RDWR | O_CLOEXEC));
-    default:
-      return UniqueFd();
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // State comparison and invariants.
@@ -439,9 +354,9 @@ class Harness {
       model_.max_mappings = std::min(model_.max_mappings, d.backend.iommu.dma_mappings_available);
     }
     model_.irqs = d.backend.irqs;
-    g_trace = &trace_;
+    fuzz::SetTrace(&trace_);
   }
-  ~Harness() { g_trace = nullptr; }
+  ~Harness() { fuzz::SetTrace(nullptr); }
 
   void Run(int fds_after_start) {
     for (size_t n = 0; n < kMaxOps && !r_.empty(); ++n) {
@@ -1306,17 +1221,18 @@ std::unique_ptr<PciDevice> MakeDevice() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const bool initialized = [] {
     vfiod::SetLogLevel(vfiod::LogLevel::kError);
+    vfiod::fuzz::SetTargetName("device_model_fuzz");
     return true;
   }();
   (void)initialized;
 
-  const int fds_before = vfiod::CountFds();
+  const int fds_before = vfiod::fuzz::CountFds();
   {
     std::unique_ptr<vfiod::PciDevice> device = vfiod::MakeDevice();
-    const int fds_after_start = vfiod::CountFds();
+    const int fds_after_start = vfiod::fuzz::CountFds();
     vfiod::Harness harness(std::move(device), vfiod::ByteReader(data, size));
     harness.Run(fds_after_start);
   }
-  vfiod::ExpectFdCount(fds_before, "after the device was destroyed");
+  vfiod::fuzz::ExpectFdCount(fds_before, "after the device was destroyed");
   return 0;
 }

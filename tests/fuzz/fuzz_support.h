@@ -1,0 +1,45 @@
+// What the fuzz targets share: failure reporting with the trace of the current input, fd
+// counting for leak checks, and the kinds of fds a hostile client can send.
+//
+// Not thread-safe: a fuzz target runs one input at a time, and only its harness thread calls
+// these.
+#ifndef VFIOD_TESTS_FUZZ_FUZZ_SUPPORT_H_
+#define VFIOD_TESTS_FUZZ_FUZZ_SUPPORT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/base/unique_fd.h"
+
+namespace vfiod::fuzz {
+
+// The target's name, printed with every failure ("<name> invariant violated").
+void SetTargetName(const char* name);
+// The steps of the current input, printed with a failure; nullptr for none. Not owned.
+void SetTrace(const std::vector<std::string>* trace);
+
+// Prints the broken rule, `message` and the trace, then aborts (libFuzzer records the input).
+[[noreturn]] void Fail(int line, const char* condition, const std::string& message);
+
+#define FUZZ_CHECK(cond, ...)                                                       \
+  do {                                                                              \
+    if (!(cond)) ::vfiod::fuzz::Fail(__LINE__, #cond, ::absl::StrCat(__VA_ARGS__)); \
+  } while (0)
+
+// The number of open fds of this process.
+int CountFds();
+// Waits (up to 2 s) for the fd count to come back to `expected`, then checks it: the simulated
+// device's worker drops its copy of an INTx unmask eventfd only when it next wakes.
+void ExpectFdCount(int expected, const char* when);
+
+// A memfd of `size` bytes with `seals` added (0 for none); invalid if the kernel refused.
+UniqueFd MakeMemfd(uint64_t size, int seals);
+// An fd that is not an eventfd, by `kind` modulo 8 (pipe ends, memfd, timerfd, epoll,
+// signalfd, /dev/null), or an invalid one for kind 7.
+UniqueFd MakeNonEventfd(uint8_t kind);
+
+}  // namespace vfiod::fuzz
+
+#endif  // VFIOD_TESTS_FUZZ_FUZZ_SUPPORT_H_
