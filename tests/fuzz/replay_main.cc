@@ -1,7 +1,8 @@
 // A standalone main for a libFuzzer target in builds without libFuzzer (the default gcc build):
 // runs LLVMFuzzerTestOneInput once on every file named on the command line, or on every regular
-// file in a directory named there. Exits 1 when no input was found (a misconfigured corpus must
-// not pass silently); a failing input aborts inside the target.
+// file in a directory named there. Exits 1 when no input was found or the target rejects one
+// as malformed (returns -1): a misconfigured corpus must not pass silently. A failing input
+// aborts inside the target.
 //
 //   device_model_fuzz_replay FILE_OR_DIR...
 #include <dirent.h>
@@ -66,7 +67,11 @@ int main(int argc, char** argv) {
     const std::vector<uint8_t> data((std::istreambuf_iterator<char>(in)),
                                     std::istreambuf_iterator<char>());
     std::fprintf(stderr, "replay: %s (%zu bytes)\n", file.c_str(), data.size());
-    LLVMFuzzerTestOneInput(data.data(), data.size());
+    if (LLVMFuzzerTestOneInput(data.data(), data.size()) == -1) {
+      // The target rejected it as malformed: a checked-in input must be a real one.
+      std::fprintf(stderr, "replay: %s is not a valid input for this target\n", file.c_str());
+      return 1;
+    }
   }
   std::fprintf(stderr, "replay: %zu input(s) passed\n", files.size());
   return 0;

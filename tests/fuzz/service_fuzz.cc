@@ -55,6 +55,7 @@
 #include "daemon/service/vfio_device_service.h"
 #include "daemon/sim/sim_backend.h"
 #include "daemon/transport/transport.h"
+#include "google/protobuf/stubs/logging.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/vfiod/v1/fd_channel.h"
 #include "proto/vfiod/v1/vfiod.pb.h"
@@ -534,12 +535,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const bool initialized = [] {
     vfiod::SetLogLevel(vfiod::LogLevel::kError);
     vfiod::fuzz::SetTargetName("service_fuzz");
+    // Mutated inputs often hold invalid UTF-8 in string fields: protobuf rejects them and
+    // would log each one.
+    google::protobuf::SetLogHandler(nullptr);
     return true;
   }();
   (void)initialized;
 
   vfiod::fuzz::ServiceFuzzInput input;
-  if (!input.ParseFromArray(data, static_cast<int>(size))) return 0;
+  // -1: not a ServiceFuzzInput; libFuzzer keeps such inputs out of the corpus.
+  if (!input.ParseFromArray(data, static_cast<int>(size))) return -1;
   const int fds_before = vfiod::fuzz::CountFds();
   {
     vfiod::Harness harness;
