@@ -37,6 +37,7 @@
 #include "daemon/base/errno_status.h"
 #include "daemon/base/event_fd.h"
 #include "daemon/base/logging.h"
+#include "daemon/base/sanitizers.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/jail/jail.h"
 #include "daemon/pci/pci_device.h"
@@ -452,14 +453,7 @@ absl::Status Run() {
 // jail's empty root does not have, so it would turn every jailed daemon's clean exit into a
 // failure. Leaks are found in-process instead, by the unit and fuzz tests under --config=asan
 // and --config=fuzz, which run the same code without the jail.
-#if defined(__SANITIZE_ADDRESS__)
-#define VFIOD_LSAN_OFF 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define VFIOD_LSAN_OFF 1
-#endif
-#endif
-#ifdef VFIOD_LSAN_OFF
+#ifdef VFIOD_ADDRESS_SANITIZER
 extern "C" const char* __lsan_default_options() { return "detect_leaks=0"; }
 #endif
 

@@ -5,7 +5,6 @@
 // under vfio-pci in the VM lab (VFIOD_DEVICE=<PCI address>, VFIOD_BINARY=<path>): nothing in it
 // may depend on which backend serves the device, except the DMA-fault counter that only a
 // simulated IOMMU can see.
-#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -20,6 +19,7 @@
 #include "client/vfio_client.h"
 #include "gtest/gtest.h"
 #include "tests/daemon_process.h"
+#include "tests/eventfd_wait.h"
 
 namespace vfiod {
 namespace {
@@ -53,10 +53,7 @@ constexpr absl::Duration kIrqTimeout = absl::Seconds(3);
 constexpr absl::Duration kQuietPeriod = absl::Milliseconds(300);
 
 bool EventfdFires(int fd, absl::Duration timeout) {
-  struct pollfd p = {fd, POLLIN, 0};
-  if (::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout))) != 1) return false;
-  uint64_t value;
-  return ::read(fd, &value, sizeof(value)) == sizeof(value) && value > 0;
+  return testing::ReadEventfdWithin(fd, timeout) > 0;
 }
 
 class EduScenarioTest : public ::testing::Test {
@@ -199,7 +196,9 @@ TEST_F(EduScenarioTest, DmaRoundTripThroughRegisteredMemory) {
   uint64_t faults_before = owner_->GetState()->device().dma_faults();
   Dma(kDeviceBuffer, kIova + 0x4000, kLength, /*to_ram=*/true);
   for (uint32_t i = 0; i < kLength; ++i) ASSERT_EQ(guest[0x4000 + i], 0x5a) << "byte " << i;
-  if (IsSimulated()) EXPECT_GT(owner_->GetState()->device().dma_faults(), faults_before);
+  if (IsSimulated()) {
+    EXPECT_GT(owner_->GetState()->device().dma_faults(), faults_before);
+  }
 
   EXPECT_TRUE(owner_->UnregisterMemory(memory->memory_id()).ok());
   ::munmap(mapped, kMemorySize);

@@ -355,31 +355,22 @@ class TransportTest : public ::testing::Test {
         absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(&send), sizeof(send)), fds);
   }
 
-  // True when the peer closed `fd` within the wait (EOF on a stream or seqpacket socket).
-  // Data the server sent first (gRPC's SETTINGS frame) is skipped.
   // A stream connection that has sent the HTTP/2 client preface, as every gRPC client does
   // first: the transport hands a connection to gRPC only after it.
-  absl::StatusOr<UniqueFd> ConnectHttp2Client() {
-    absl::StatusOr<UniqueFd> client = ConnectUnixSocket(path_, UnixSocketKind::kStream);
-    if (!client.ok()) return client;
-    const absl::string_view preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    if (::send(client->get(), preface.data(), preface.size(), MSG_NOSIGNAL) !=
-        static_cast<ssize_t>(preface.size())) {
-      return absl::InternalError("sending the HTTP/2 preface failed");
-    }
-    return client;
-  }
+  absl::StatusOr<UniqueFd> ConnectHttp2Client() { return ConnectSendingPreface(false); }
 
   // Like ConnectHttp2Client, for a connection the transport is expected to refuse: it may close
   // the socket before the preface is sent, so a send that fails with EPIPE or ECONNRESET is the
   // refusal arriving early, not an error of the test.
-  absl::StatusOr<UniqueFd> ConnectExpectingRefusal() {
+  absl::StatusOr<UniqueFd> ConnectExpectingRefusal() { return ConnectSendingPreface(true); }
+
+  absl::StatusOr<UniqueFd> ConnectSendingPreface(bool refusal_expected) {
     absl::StatusOr<UniqueFd> client = ConnectUnixSocket(path_, UnixSocketKind::kStream);
     if (!client.ok()) return client;
     const absl::string_view preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     const ssize_t sent = ::send(client->get(), preface.data(), preface.size(), MSG_NOSIGNAL);
-    if (sent != static_cast<ssize_t>(preface.size()) && !(sent < 0 && (errno == EPIPE ||
-                                                                        errno == ECONNRESET))) {
+    const bool refused_early = sent < 0 && (errno == EPIPE || errno == ECONNRESET);
+    if (sent != static_cast<ssize_t>(preface.size()) && !(refusal_expected && refused_early)) {
       return absl::InternalError("sending the HTTP/2 preface failed");
     }
     return client;
@@ -391,6 +382,8 @@ class TransportTest : public ::testing::Test {
     return ::fstat(fd, &st) == 0 && st.st_ino == inode;
   }
 
+  // True when the peer closed `fd` within the wait (EOF on a stream or seqpacket socket).
+  // Data the server sent first (gRPC's SETTINGS frame) is skipped.
   static bool SeesEof(const UniqueFd& fd) {
     const absl::Time deadline = absl::Now() + kWait;
     while (absl::Now() < deadline) {

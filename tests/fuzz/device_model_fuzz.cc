@@ -71,7 +71,7 @@
 #include "daemon/base/unique_fd.h"
 #include "daemon/pci/pci_device.h"
 #include "daemon/sim/edu_device.h"
-#include "daemon/sim/sim_backend.h"
+#include "tests/fuzz/fuzz_device.h"
 #include "tests/fuzz/fuzz_support.h"
 
 namespace vfiod {
@@ -106,16 +106,6 @@ constexpr uint64_t kEduRegs[] = {0x00,
                                  Edu::kRegDmaCount,
                                  Edu::kRegDmaCmd};
 
-// Small limits, so that inputs reach them.
-DeviceLimits FuzzLimits() {
-  DeviceLimits limits;
-  limits.max_memory_bytes = 3 * kMiB;
-  limits.max_memory_regions = 6;
-  limits.max_dma_mappings = 32;
-  limits.max_region_access_bytes = 64 * 1024;
-  limits.max_irq_watchers = 2;
-  return limits;
-}
 
 // The operations, by selector byte (modulo kNumOps). Append only: the corpus depends on it.
 enum Op : uint8_t {
@@ -1199,21 +1189,6 @@ class Harness {
   uint64_t next_id_hint_ = 1;
 };
 
-std::unique_ptr<PciDevice> MakeDevice() {
-  SimEduOptions options;
-  options.reset_supported = true;  // as "edu,reset"
-  // Short completion delays (the default 1-2 ms would dominate every input that waits).
-  options.factorial_delay = std::chrono::microseconds(20);
-  options.dma_delay = std::chrono::microseconds(20);
-  absl::StatusOr<std::unique_ptr<DeviceBackend>> backend = CreateSimulatedEdu(options);
-  FUZZ_CHECK(backend.ok(), "CreateSimulatedEdu: ", backend.status().ToString());
-  absl::StatusOr<std::unique_ptr<PciDevice>> device =
-      PciDevice::Create(*std::move(backend), FuzzLimits());
-  FUZZ_CHECK(device.ok(), "PciDevice::Create: ", device.status().ToString());
-  absl::Status started = (*device)->Start();
-  FUZZ_CHECK(started.ok(), "PciDevice::Start: ", started.ToString());
-  return *std::move(device);
-}
 
 }  // namespace
 }  // namespace vfiod
@@ -1228,7 +1203,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   const int fds_before = vfiod::fuzz::CountFds();
   {
-    std::unique_ptr<vfiod::PciDevice> device = vfiod::MakeDevice();
+    std::unique_ptr<vfiod::PciDevice> device = vfiod::fuzz::MakeFuzzDevice();
     const int fds_after_start = vfiod::fuzz::CountFds();
     vfiod::Harness harness(std::move(device), vfiod::ByteReader(data, size));
     harness.Run(fds_after_start);

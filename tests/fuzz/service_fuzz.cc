@@ -34,7 +34,6 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -53,12 +52,12 @@
 #include "daemon/pci/pci_device.h"
 #include "daemon/service/session_manager.h"
 #include "daemon/service/vfio_device_service.h"
-#include "daemon/sim/sim_backend.h"
 #include "daemon/transport/transport.h"
 #include "google/protobuf/stubs/logging.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/vfiod/v1/fd_channel.h"
 #include "proto/vfiod/v1/vfiod.pb.h"
+#include "tests/fuzz/fuzz_device.h"
 #include "tests/fuzz/fuzz_support.h"
 #include "tests/fuzz/service_fuzz.pb.h"
 
@@ -72,31 +71,7 @@ constexpr int kMaxCalls = 128;
 constexpr uint64_t kPage = 4096;
 constexpr uint32_t kMaxMemfdPages = 512;
 
-// Small limits, so that inputs reach them.
-DeviceLimits FuzzLimits() {
-  DeviceLimits limits;
-  limits.max_memory_bytes = 3 << 20;
-  limits.max_memory_regions = 6;
-  limits.max_dma_mappings = 32;
-  limits.max_region_access_bytes = 64 * 1024;
-  limits.max_irq_watchers = 2;
-  return limits;
-}
 
-std::unique_ptr<PciDevice> MakeDevice() {
-  SimEduOptions options;
-  options.reset_supported = true;
-  options.factorial_delay = std::chrono::microseconds(20);
-  options.dma_delay = std::chrono::microseconds(20);
-  absl::StatusOr<std::unique_ptr<DeviceBackend>> backend = CreateSimulatedEdu(options);
-  FUZZ_CHECK(backend.ok(), "CreateSimulatedEdu: ", backend.status().ToString());
-  absl::StatusOr<std::unique_ptr<PciDevice>> device =
-      PciDevice::Create(*std::move(backend), FuzzLimits());
-  FUZZ_CHECK(device.ok(), "PciDevice::Create: ", device.status().ToString());
-  absl::Status started = (*device)->Start();
-  FUZZ_CHECK(started.ok(), "PciDevice::Start: ", started.ToString());
-  return *std::move(device);
-}
 
 // The transport as the service sees it: every call comes from the harness's current client;
 // channel closes the session layer asks for are queued and reported back after the call, as the
@@ -200,7 +175,7 @@ std::string StableState(v1::DeviceState state) {
 class Harness {
  public:
   Harness()
-      : device_(MakeDevice()),
+      : device_(fuzz::MakeFuzzDevice()),
         sessions_(device_.get(), SessionOptions{{kOwnerUid}, 64, nullptr}),
         service_(device_.get(), &sessions_, &transport_, ServiceOptions{false, 64}) {
     sessions_.set_transport(&transport_);

@@ -21,7 +21,6 @@
 //
 // Environment: LAB_DEVICES (required), VFIOD_BINARY, VFIOCTL_BINARY, OWNER_PROCESS (paths in
 // the guest).
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,11 +49,13 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "tests/daemon_process.h"
+#include "tests/eventfd_wait.h"
 
 namespace vfiod {
 namespace {
 
 using ::google::protobuf::Struct;
+using ::vfiod::testing::ReadEventfdWithin;
 using ::google::protobuf::Value;
 
 // IORESOURCE_* bits of sysfs `resource` lines.
@@ -497,15 +498,6 @@ TEST_P(ZooTest, MsixAllVectorsMaskAndUnmask) {
   ASSERT_TRUE(client_->DisableIrqs(v1::IRQ_INDEX_MSIX).ok());
   EXPECT_EQ(CountContaining(KernelVfioIrqs(address), "vfio-msix["), 0u);
   for (int fd : eventfds) ::close(fd);
-}
-
-// Waits up to `timeout` for `eventfd` to become readable; returns its counter (0 if it never
-// did). Reading resets it.
-uint64_t ReadEventfdWithin(int eventfd, absl::Duration timeout) {
-  struct pollfd p = {eventfd, POLLIN, 0};
-  if (::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout))) != 1) return 0;
-  uint64_t count = 0;
-  return ::read(eventfd, &count, sizeof(count)) == sizeof(count) ? count : 0;
 }
 
 // A real MSI-X interrupt through vfiod, on the zoo's e1000e (Intel 82574L): the device is made
