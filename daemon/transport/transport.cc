@@ -24,6 +24,7 @@
 #include "daemon/base/errno_status.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/random.h"
+#include "daemon/base/serial_worker.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/transport/fd_channel_server.h"
 #include "daemon/transport/unix_socket.h"
@@ -191,6 +192,9 @@ class TransportImpl final : public Transport {
   bool shut_down_ ABSL_GUARDED_BY(lifecycle_mu_) = false;
   std::thread thread_;
   std::atomic<std::thread::id> event_thread_id_{};
+  // OnConnectionClosed and OnFdChannelClosed run here, in order: an owner's loss may take long
+  // (unpinning its DMA memory) and must not stall the event loop that serves everyone else.
+  SerialWorker closes_;
   grpc::Server* server_ = nullptr;  // written before the event thread starts
 
   mutable absl::Mutex mu_;
@@ -300,6 +304,7 @@ absl::Status TransportImpl::Start(grpc::Server* server) {
   }
   started_ = true;
   server_ = server;
+  closes_.Start();
   thread_ = std::thread([this] { Run(); });
   return absl::OkStatus();
 }
@@ -351,6 +356,7 @@ void TransportImpl::Shutdown() {
   shut_down_ = true;
   RequestStop();
   if (thread_.joinable()) thread_.join();
+  closes_.Stop();  // every close the thread reported has been handled
   // Closes the listeners and removes their files (if still ours).
   for (Listener& listener : listeners_) listener.socket.Close();
   listeners_.clear();
@@ -707,7 +713,7 @@ void TransportImpl::CloseConnection(ConnectionId id, absl::string_view reason) {
   connections_.erase(it);
   LogInfo("connection closed",
           {{"connection", std::to_string(id)}, {"reason", std::string(reason)}});
-  events_->OnConnectionClosed(id);
+  closes_.Post([this, id] { events_->OnConnectionClosed(id); });
 }
 
 void TransportImpl::CloseChannel(FdChannelId id, absl::string_view reason) {
@@ -717,7 +723,7 @@ void TransportImpl::CloseChannel(FdChannelId id, absl::string_view reason) {
   channels_.erase(it);
   LogInfo("fd channel closed",
           {{"fd_channel", std::to_string(id)}, {"reason", std::string(reason)}});
-  events_->OnFdChannelClosed(id);
+  closes_.Post([this, id] { events_->OnFdChannelClosed(id); });
 }
 
 void TransportImpl::ServeChannel(FdChannelId id, uint32_t epoll_events) {
