@@ -1,4 +1,5 @@
-// Helpers shared by the transport tests: short socket paths, fd counting, bounded waits.
+// Helpers shared by the transport tests: short socket paths, fd counting
+// (daemon/base/fd_count_for_test.h), bounded waits.
 #ifndef VFIOD_DAEMON_TRANSPORT_TEST_UTIL_H_
 #define VFIOD_DAEMON_TRANSPORT_TEST_UTIL_H_
 
@@ -11,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "daemon/base/fd_count_for_test.h"
 #include "daemon/base/unique_fd.h"
 
 namespace vfiod::testing {
@@ -43,18 +45,6 @@ class ShortTempDir {
  private:
   std::string path_;
 };
-
-inline int CountOpenFds() {
-  int count = 0;
-  if (DIR* dir = ::opendir("/proc/self/fd")) {
-    while (dirent* entry = ::readdir(dir)) {
-      if (entry->d_name[0] != '.') ++count;
-    }
-    ::closedir(dir);
-    --count;  // the directory stream itself
-  }
-  return count;
-}
 
 // True when `fd` becomes readable (or hung up) within `timeout`.
 inline bool WaitReadable(const UniqueFd& fd, absl::Duration timeout) {
