@@ -5,15 +5,15 @@
 # per part, then exits 0 only if every part passed.
 #
 # Usage: guest_suite.sh SUITE_DIR [PART...]
-# (parts: edu_scenario owner_loss zoo jailed_ioctl policy_kernel walkthrough; default all). With
-# LAB_SUITE_VERBOSE=1 a part's output is shown as it runs (tools/demo.sh).
+# (parts: edu_scenario owner_loss zoo jailed_ioctl jail policy_kernel walkthrough; default
+# all). With LAB_SUITE_VERBOSE=1 a part's output is shown as it runs (tools/demo.sh).
 # SUITE_DIR holds vfiod, vfioctl, edu_scenario_test, owner_loss_test, zoo_test,
-# jailed_ioctl_test, policy_kernel_test, demo_walkthrough.sh and
+# jailed_ioctl_test, jail_test, policy_kernel_test, demo_walkthrough.sh and
 # runfiles/vfiod/{daemon/vfiod,tests/owner_process}.
 set -u
 suite=${1:?usage: guest_suite.sh SUITE_DIR [PART...]}
 shift
-parts=${*:-edu_scenario owner_loss zoo jailed_ioctl policy_kernel walkthrough}
+parts=${*:-edu_scenario owner_loss zoo jailed_ioctl jail policy_kernel walkthrough}
 
 export VFIOD_BINARY=$suite/vfiod
 export VFIOCTL_BINARY=$suite/vfioctl
@@ -88,6 +88,7 @@ for p in $parts; do
     owner_loss) part owner_loss "$suite/owner_loss_test" ;;
     zoo) part zoo "$suite/zoo_test" ;;
     jailed_ioctl) part jailed_ioctl "$suite/jailed_ioctl_test" ;;
+    jail) part jail "$suite/jail_test" ;;
     # The guest's kernel has the i386 entry: its absence there would leave the i386 case
     # unchecked everywhere, so it is a failure.
     policy_kernel) part policy_kernel env VFIOD_EXPECT_I386_ENTRY=1 "$suite/policy_kernel_test" ;;

@@ -14,6 +14,9 @@
 #   jailed_ioctl  tests/lab/jailed_ioctl_test: a process jailed and filtered like vfiod, on the
 #                 real edu device's fds, lives through SET_IRQS and dies by SIGSYS on
 #                 PCI_HOT_RESET (MAP_DMA's number) and other requests on the device fd
+#   jail          tests/jail_test, unchanged, on the real edu device: the serving process seen
+#                 through /proc, as root with CAP_SYS_RESOURCE (RLIMIT_MEMLOCK raised, not
+#                 clamped as on a host without it)
 #   policy_kernel seccomp/policy_kernel_test, unchanged, on the guest's kernel, which has the
 #                 i386 system-call entry (VFIOD_EXPECT_I386_ENTRY=1): the i386 case is checked
 #                 even where the host's kernel has no such entry
@@ -37,7 +40,7 @@ t_start=$(date +%s.%N)
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; }
 
 targets=(//daemon:vfiod //client:vfioctl //tests:edu_scenario_test //tests:owner_loss_test
-  //tests:owner_process //tests/lab:zoo_test //tests/lab:jailed_ioctl_test
+  //tests:owner_process //tests/lab:zoo_test //tests/lab:jailed_ioctl_test //tests:jail_test
   //seccomp:policy_kernel_test)
 echo "lab-suite: building ${targets[*]}"
 if ! "$BAZEL" build "${targets[@]}"; then
@@ -57,6 +60,7 @@ adds=(
   --add "$bin/tests/owner_loss_test:$suite/owner_loss_test"
   --add "$bin/tests/lab/zoo_test:$suite/zoo_test"
   --add "$bin/tests/lab/jailed_ioctl_test:$suite/jailed_ioctl_test"
+  --add "$bin/tests/jail_test:$suite/jail_test"
   --add "$bin/seccomp/policy_kernel_test:$suite/policy_kernel_test"
   --add "$bin/daemon/vfiod:$suite/runfiles/vfiod/daemon/vfiod"
   --add "$bin/tests/owner_process:$suite/runfiles/vfiod/tests/owner_process"
@@ -67,7 +71,7 @@ adds=(
 # points from the binary's real path, so put them there too.
 declare -A solibs=()
 for test in tests/edu_scenario_test tests/owner_loss_test tests/lab/zoo_test \
-  tests/lab/jailed_ioctl_test seccomp/policy_kernel_test; do
+  tests/lab/jailed_ioctl_test tests/jail_test seccomp/policy_kernel_test; do
   while read -r lib; do
     solibs[$lib]=1
   done < <(ldd "$bin/$test" | awk '$3 ~ /\/_solib_[^\/]*\// {print $3}')
