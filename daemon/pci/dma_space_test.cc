@@ -134,7 +134,7 @@ TEST_F(DmaSpaceTest, RejectsUnsuitableFds) {
 
   char path[] = "/tmp/dma_space_test_XXXXXX";
   int file = ::mkstemp(path);
-  ASSERT_GE(file, 0);
+  ASSERT_GE(file, 0) << "mkstemp(/tmp/...): " << std::strerror(errno);
   ::unlink(path);
   ASSERT_EQ(::ftruncate(file, kMiB), 0);
   EXPECT_EQ(dma().RegisterMemory(UniqueFd(file), 0).status().code(), Code::kFailedPrecondition);

@@ -6,8 +6,10 @@
 #include <dirent.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -18,13 +20,18 @@
 namespace vfiod::testing {
 
 // A fresh directory under /tmp (TEST_TMPDIR paths are too long for sun_path), removed with
-// everything in it on destruction.
+// everything in it on destruction. Where it cannot be made, ok() is false and error() says why.
 class ShortTempDir {
  public:
   ShortTempDir() {
     char pattern[] = "/tmp/vfiodt.XXXXXX";
     const char* made = ::mkdtemp(pattern);
-    if (made != nullptr) path_ = made;
+    if (made != nullptr) {
+      path_ = made;
+    } else {
+      error_ = absl::StrCat("mkdtemp(/tmp/vfiodt.XXXXXX): ", ::strerror(errno),
+                            " (UNIX sockets need a short path: /tmp must be writable)");
+    }
   }
   ~ShortTempDir() {
     if (path_.empty()) return;
@@ -39,11 +46,13 @@ class ShortTempDir {
     ::rmdir(path_.c_str());
   }
   bool ok() const { return !path_.empty(); }
+  const std::string& error() const { return error_; }
   const std::string& path() const { return path_; }
   std::string File(const std::string& name) const { return absl::StrCat(path_, "/", name); }
 
  private:
   std::string path_;
+  std::string error_;
 };
 
 // True when `fd` becomes readable (or hung up) within `timeout`.
