@@ -29,6 +29,8 @@ host_notes() {
     file="bazel-testlogs/${target#//}"
     file="${file/://}/test.log"
     [[ -f $file ]] || continue
+    # A skip's reason is the first line after gtest's "FILE:LINE: Skipped" (the daemon's log
+    # may follow it before the SKIPPED line).
     awk -v target="$target" '
       /: Skipped$/ { collecting = 1; reason = ""; next }
       collecting && /^\[  SKIPPED \] .* \([0-9]+ ms\)$/ {
@@ -39,7 +41,7 @@ host_notes() {
         collecting = 0
         next
       }
-      collecting && NF > 0 { reason = reason (reason == "" ? "" : "; ") $0 }
+      collecting && NF > 0 && reason == "" { reason = $0 }
       /^not applicable: / { print target ": " $0 }
     ' "$file"
   done

@@ -25,8 +25,9 @@ export GTEST_COLOR=no
 uptime_cs() { read -r up _ </proc/uptime && echo "${up%.*}${up#*.}"; }
 
 failed=0
-# part NAME COMMAND...: runs one part, its output in /tmp/NAME.log; shows the gtest lines when it
-# passes and the whole log (bounded) when it fails.
+# part NAME COMMAND...: runs one part, its output in /tmp/NAME.log; shows the gtest result lines
+# (a skipped test's with its reason: the first line after gtest's "FILE:LINE: Skipped") and the
+# "not applicable" lines when it passes, and the whole log (bounded) when it fails.
 part() {
   name=$1
   shift
@@ -45,8 +46,11 @@ part() {
     [ "$rc" -eq 0 ] && result=PASS || { result=FAIL; failed=1; }
   elif [ "$rc" -eq 0 ]; then
     result=PASS
-    grep -E '^\[ *(RUN|OK|SKIPPED|PASSED|FAILED) *\]|^walkthrough:|^not applicable: ' \
-      "/tmp/$name.log" | grep -v '^\[ RUN'
+    awk '/: Skipped$/ { skipping = 1; reason = ""; next }
+      skipping && /^\[  SKIPPED \]/ { print $0 (reason == "" ? "" : ": " reason); skipping = 0; next }
+      skipping && NF > 0 && reason == "" { reason = $0; next }
+      /^\[ *(OK|SKIPPED|PASSED|FAILED) *\]|^walkthrough:|^not applicable: / { print }' \
+      "/tmp/$name.log"
   else
     result=FAIL
     failed=1
