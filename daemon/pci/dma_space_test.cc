@@ -1,16 +1,17 @@
 #include "daemon/pci/dma_space.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <string>
 
 #include "absl/strings/match.h"
+#include "daemon/base/fd_count_for_test.h"
 #include "daemon/base/unique_fd.h"
 #include "daemon/pci/fake_backend.h"
 #include "gtest/gtest.h"
@@ -19,6 +20,7 @@ namespace vfiod {
 namespace {
 
 using Code = absl::StatusCode;
+using ::vfiod::testing::CountOpenFds;
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kMiB = 1 << 20;
@@ -31,16 +33,15 @@ UniqueFd MakeMemfd(uint64_t size, int seals = F_SEAL_SHRINK) {
   return UniqueFd(fd);
 }
 
-int CountFds() {
-  int count = 0;
-  DIR* dir = ::opendir("/proc/self/fd");
-  while (dir != nullptr && ::readdir(dir) != nullptr) ++count;
-  if (dir != nullptr) ::closedir(dir);
-  return count;
-}
-
+// The number of mappings of this process, from /proc/self/maps; like CountOpenFds(), a test
+// failure and -1 where that file cannot be read.
 int CountMappings() {
   std::ifstream maps("/proc/self/maps");
+  if (!maps.is_open()) {
+    ADD_FAILURE() << "cannot count mappings for a leak check: /proc/self/maps: "
+                  << std::strerror(errno) << " (the mapping-leak checks need procfs at /proc)";
+    return -1;
+  }
   std::string line;
   int count = 0;
   while (std::getline(maps, line)) ++count;
@@ -101,12 +102,12 @@ class DmaSpaceTest : public ::testing::Test {
 };
 
 TEST_F(DmaSpaceTest, RegistersASealedMemfdAndClosesTheFd) {
-  const int fds = CountFds();
+  const int fds = CountOpenFds();
   absl::StatusOr<MemoryInfo> info = dma().RegisterMemory(MakeMemfd(kMiB), 0);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->id, 1u);
   EXPECT_EQ(info->size, kMiB);
-  EXPECT_EQ(CountFds(), fds);
+  EXPECT_EQ(CountOpenFds(), fds);
   absl::StatusOr<MemoryInfo> second = dma().RegisterMemory(MakeMemfd(kMiB), 2 * kPage);
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(second->id, 2u);
@@ -115,7 +116,7 @@ TEST_F(DmaSpaceTest, RegistersASealedMemfdAndClosesTheFd) {
 }
 
 TEST_F(DmaSpaceTest, RejectsUnsuitableFds) {
-  const int fds = CountFds();
+  const int fds = CountOpenFds();
   absl::Status status = dma().RegisterMemory(MakeMemfd(kMiB, /*seals=*/0), 0).status();
   EXPECT_EQ(status.code(), Code::kFailedPrecondition);
   EXPECT_TRUE(absl::StrContains(status.message(), "F_SEAL_SHRINK")) << status;
@@ -133,13 +134,13 @@ TEST_F(DmaSpaceTest, RejectsUnsuitableFds) {
 
   char path[] = "/tmp/dma_space_test_XXXXXX";
   int file = ::mkstemp(path);
-  ASSERT_GE(file, 0);
+  ASSERT_GE(file, 0) << "mkstemp(/tmp/...): " << std::strerror(errno);
   ::unlink(path);
   ASSERT_EQ(::ftruncate(file, kMiB), 0);
   EXPECT_EQ(dma().RegisterMemory(UniqueFd(file), 0).status().code(), Code::kFailedPrecondition);
 
   EXPECT_EQ(dma().RegisterMemory(UniqueFd(), 0).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(CountFds(), fds);
+  EXPECT_EQ(CountOpenFds(), fds);
   EXPECT_TRUE(dma().Memory().empty());
 }
 
@@ -337,7 +338,7 @@ TEST_F(DmaSpaceTest, MapUnmapLoopLeaksNothing) {
     ASSERT_TRUE(dma().UnmapDma(0x100000, kMiB).ok());
     ASSERT_TRUE(dma().UnregisterMemory(id).ok());
   }
-  const int fds = CountFds();
+  const int fds = CountOpenFds();
   const int maps = CountMappings();
   for (int i = 0; i < 1000; ++i) {
     absl::StatusOr<MemoryInfo> info = dma().RegisterMemory(MakeMemfd(kMiB), 0);
@@ -349,7 +350,7 @@ TEST_F(DmaSpaceTest, MapUnmapLoopLeaksNothing) {
     ASSERT_EQ(result->mappings, 2u);
     ASSERT_TRUE(dma().UnregisterMemory(info->id).ok());
   }
-  EXPECT_EQ(CountFds(), fds);
+  EXPECT_EQ(CountOpenFds(), fds);
   EXPECT_EQ(CountMappings(), maps);
   EXPECT_EQ(backend_.map_calls(), backend_.unmap_calls());
 }

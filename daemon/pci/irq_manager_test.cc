@@ -1,6 +1,5 @@
 #include "daemon/pci/irq_manager.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -20,12 +19,14 @@
 #include "absl/time/time.h"
 #include "daemon/backend/device_backend.h"
 #include "daemon/base/event_fd.h"
+#include "daemon/base/fd_count_for_test.h"
 #include "daemon/sim/sim_backend.h"
 #include "gtest/gtest.h"
 
 namespace vfiod {
 namespace {
 
+using ::vfiod::testing::CountOpenFds;
 using Data = IrqRequest::Data;
 using Trigger = IrqVectorState::Trigger;
 
@@ -173,21 +174,12 @@ class IrqTestBackend : public DeviceBackend {
 // ------------------------------------------------------------------------------------------
 // Helpers.
 
-int CountOpenFds() {
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) return -1;
-  int n = 0;
-  while (::readdir(dir) != nullptr) ++n;
-  ::closedir(dir);
-  return n;
-}
-
 // The fd count once it settles at `expected` (within a few seconds) or the last count seen: the
 // simulated device's worker thread drops its copy of a torn-down resample eventfd only when it
 // next wakes up. A real leak never settles.
 int SettledFdCount(int expected) {
   int n = CountOpenFds();
-  for (int i = 0; i < 500 && n != expected; ++i) {
+  for (int i = 0; i < 500 && n != expected && n >= 0; ++i) {
     absl::SleepFor(absl::Milliseconds(10));
     n = CountOpenFds();
   }
