@@ -582,7 +582,12 @@ std::optional<ConnectionId> TransportImpl::AddConnection(UniqueFd fd, const Peer
     auto it = connection_by_fd_.find(number);
     if (it != connection_by_fd_.end()) stale = it->second;
   }
-  if (stale.has_value()) CloseConnection(*stale, "fd number reused");
+  if (stale.has_value()) {
+    CloseConnection(*stale, "fd number reused");
+    // Its session ends (with owner loss) before the new one begins: the rare case where the
+    // event thread waits for the close thread.
+    closes_.Drain();
+  }
 
   const ConnectionId id = slot.id();
   absl::Status watched = EpollAdd(*watch, EPOLLRDHUP, MakeTag(Tag::kConnection, id));
