@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -111,6 +112,9 @@ const std::vector<Rule>& Rules() {
       Allow(VFIOD_SYS(eventfd2), "IRQ watch/mask eventfds, gRPC wakeups, transport wake"),
       // ---- fds and I/O
       Allow(VFIOD_SYS(read), "sockets, eventfds, the signalfd"),
+      Allow(VFIOD_SYS(preadv2),
+            "a client's eventfd (simulated INTx resample), never blocking whatever its flags",
+            {Low32Is(5, RWF_NOWAIT)}),
       Allow(VFIOD_SYS(write), "the log, eventfds, sockets"),
       Allow(VFIOD_SYS(pread64), "config space and BARs: the VFIO device fd only",
             {Low32Is(0, kVfioDeviceFd)}),

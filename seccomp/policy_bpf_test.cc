@@ -15,6 +15,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -182,9 +183,9 @@ const std::set<int> kUnconditional = {
     SYS_getrandom, SYS_uname, SYS_accept4, SYS_recvmsg, SYS_sendmsg, SYS_shutdown,
     SYS_setsockopt, SYS_getsockname, SYS_getpeername};
 // Allowed only with some arguments (edge cases below).
-const std::set<int> kConditional = {SYS_mmap,    SYS_mprotect, SYS_clone, SYS_tgkill,
-                                    SYS_prctl,   SYS_pread64,  SYS_pwrite64, SYS_fcntl,
-                                    SYS_ioctl,   SYS_getsockopt};
+const std::set<int> kConditional = {SYS_mmap,  SYS_mprotect, SYS_clone,    SYS_tgkill,
+                                    SYS_prctl, SYS_pread64,  SYS_pwrite64, SYS_preadv2,
+                                    SYS_fcntl, SYS_ioctl,    SYS_getsockopt};
 const std::map<int, int> kErrno = {
     {SYS_clone3, ENOSYS}, {SYS_open, ENOENT}, {SYS_openat, ENOENT}, {SYS_unlink, EPERM}};
 
@@ -285,6 +286,17 @@ TEST_F(PolicyBpfTest, PreadPwriteOnlyOnTheDevice) {
       EXPECT_EQ(Eval(nr, {fd, 0x1000, 4, 0}), kKill) << fd;
     }
   }
+}
+
+TEST_F(PolicyBpfTest, Preadv2OnlyWithoutWaiting) {
+  const uint64_t garbage = uint64_t{0xdead} << 32;
+  EXPECT_EQ(Eval(SYS_preadv2, {16, 0x1000, 1, ~uint64_t{0}, ~uint64_t{0}, RWF_NOWAIT}), kAllow);
+  EXPECT_EQ(Eval(SYS_preadv2, {16, 0x1000, 1, 0, 0, garbage | RWF_NOWAIT}), kAllow);
+  for (uint64_t flags : {uint64_t{0}, uint64_t{RWF_HIPRI}, uint64_t{RWF_NOWAIT | RWF_HIPRI},
+                         uint64_t{RWF_SYNC}, garbage}) {
+    EXPECT_EQ(Eval(SYS_preadv2, {16, 0x1000, 1, 0, 0, flags}), kKill) << flags;
+  }
+  EXPECT_EQ(Eval(SYS_pwritev2, {16, 0x1000, 1, 0, 0, RWF_NOWAIT}), kKill);
 }
 
 TEST_F(PolicyBpfTest, NeverExecutableMemory) {

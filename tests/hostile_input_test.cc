@@ -2,14 +2,22 @@
 // (config, regions, memory and DMA, IRQs, protocol). Each case asserts the exact gRPC code and
 // that the device state did not change.
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "client/vfio_client.h"
@@ -314,6 +322,66 @@ TEST_F(HostileInputTest, Irqs) {
   ASSERT_TRUE(owner_->DisableIrqs(v1::IRQ_INDEX_MSI).ok());
   ::close(efd);
   ::close(intx);
+  ExpectUnchanged();
+}
+
+// A client's eventfd is shared with the daemon (one open file description): adopting it must not
+// change its flags, so the client's blocking read still blocks until the device signals. Files on
+// the same anonymous inode that are not eventfds are refused.
+TEST_F(HostileInputTest, ClientEventfdsKeepTheirFlagsAndOtherKindsAreRefused) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGUSR2);
+  const std::pair<const char*, int> others[] = {
+      {"timerfd", ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC)},
+      {"signalfd", ::signalfd(-1, &signals, SFD_CLOEXEC)},
+      {"epoll", ::epoll_create1(EPOLL_CLOEXEC)},
+  };
+  for (const auto& [name, fd] : others) {
+    ASSERT_GE(fd, 0) << name;
+    absl::StatusOr<std::vector<std::string>> token = owner_->SendFds({fd});
+    ASSERT_TRUE(token.ok()) << token.status();
+    v1::SetIrqsRequest request;
+    request.set_index(v1::IRQ_INDEX_MSI);
+    request.set_count(1);
+    request.set_action(v1::IRQ_ACTION_TRIGGER);
+    request.mutable_eventfds()->add_fd_tokens((*token)[0]);
+    absl::Status status = owner_->SetIrqs(request);
+    EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << name << ": " << status;
+    EXPECT_NE(status.message().find("not an eventfd"), absl::string_view::npos) << status;
+    ::close(fd);
+  }
+  ExpectUnchanged();
+
+  int efd = ::eventfd(0, EFD_CLOEXEC);  // blocking
+  ASSERT_GE(efd, 0);
+  ASSERT_TRUE(owner_->SetIrqEventfds(v1::IRQ_INDEX_MSI, 0, {efd}).ok());
+  EXPECT_EQ(::fcntl(efd, F_GETFL), O_RDWR);
+  std::atomic<bool> done{false};
+  uint64_t value = 0;
+  ssize_t n = 0;
+  std::thread reader([&] {
+    n = ::read(efd, &value, sizeof(value));
+    done.store(true);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(done.load()) << "the client's blocking read returned " << n << " unsignalled";
+  // A loopback trigger: the device signals the vector.
+  ASSERT_TRUE(owner_->SetIrqAction(v1::IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_TRIGGER).ok());
+  for (int i = 0; i < 500 && !done.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const bool signalled = done.load();
+  if (!signalled) {
+    const uint64_t one = 1;
+    ASSERT_EQ(::write(efd, &one, sizeof(one)), 8);  // unblock the reader
+  }
+  reader.join();
+  EXPECT_TRUE(signalled);
+  EXPECT_EQ(n, 8);
+  EXPECT_EQ(value, 1u);
+  ASSERT_TRUE(owner_->DisableIrqs(v1::IRQ_INDEX_MSI).ok());
+  ::close(efd);
   ExpectUnchanged();
 }
 

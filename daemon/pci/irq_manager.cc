@@ -492,6 +492,8 @@ absl::Status IrqManager::EmulateMaskLocked(const IrqRequest& r) {
     }
   }
 
+  std::vector<bool> deliver(r.count, false);
+  bool any_pending = false;
   for (uint32_t i = 0; i < r.count; ++i) {
     if (!selected[i]) continue;
     const uint32_t v = r.start + i;
@@ -507,19 +509,35 @@ absl::Status IrqManager::EmulateMaskLocked(const IrqRequest& r) {
     if (vector.mask_token != 0) RetireMaskLocked(index, v);
     if (vector.pending) {
       vector.pending = false;
-      const EventFd* target = TargetFdLocked(vector);
-      if (target != nullptr) {
-        absl::Status status = target->Signal();
-        if (!status.ok()) {
-          LogWarning("SetIrqs: cannot deliver a pending interrupt",
-                     {{"index", IrqIndexName(r.index)},
-                      {"vector", absl::StrCat(v)},
-                      {"error", status.ToString()}});
-        }
-      }
+      deliver[i] = TargetFdLocked(vector) != nullptr;
+      any_pending = any_pending || deliver[i];
     }
   }
+  if (any_pending) DeliverPendingLocked(r.index, r.start, deliver);
   return absl::OkStatus();
+}
+
+void IrqManager::DeliverPendingLocked(IrqIndex index, uint32_t start,
+                                      const std::vector<bool>& deliver) {
+  // A loopback trigger (SET_IRQS TRIGGER with bools): the backend signals the vectors' triggers,
+  // which point at their targets again. The daemon never writes a client's eventfd itself: the
+  // kernel's eventfd_signal() cannot block, whatever the client did to the counter or its flags.
+  const auto first = std::find(deliver.begin(), deliver.end(), true);
+  const auto last = std::find(deliver.rbegin(), deliver.rend(), true).base();
+  IrqSet set;
+  set.index = index;
+  set.start = start + static_cast<uint32_t>(first - deliver.begin());
+  set.count = static_cast<uint32_t>(last - first);
+  set.action = IrqAction::kTrigger;
+  set.data = IrqSet::Data::kBool;
+  set.bools.assign(first, last);
+  absl::Status status = backend_->SetIrqs(set);
+  if (!status.ok()) {
+    LogWarning("SetIrqs: cannot deliver pending interrupts",
+               {{"index", IrqIndexName(index)},
+                {"vectors", absl::StrCat("[", set.start, ", ", set.start + set.count, ")")},
+                {"error", status.ToString()}});
+  }
 }
 
 absl::Status IrqManager::BackendMaskLocked(IrqRequest& r) {

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -758,6 +759,35 @@ TEST_F(IrqManagerTest, LoopbackOnMaskedVectorIsPending) {
   EXPECT_EQ(*mirror[0].Read(), 1u);
   EXPECT_EQ(*mirror[1].Read(), 1u);
   EXPECT_EQ(*mirror[2].Read(), 0u);
+}
+
+// A pending interrupt reaches a client's eventfd through the backend (the kernel signals it), not
+// through a write of the daemon's: the client's blocking eventfd, its counter parked at the
+// maximum, keeps its flags and cannot stall SetIrqs.
+TEST_F(IrqManagerTest, UnmaskDeliversPendingThroughTheBackend) {
+  UniqueFd client(::eventfd(0, EFD_CLOEXEC));  // blocking, as a VMM may send it
+  ASSERT_TRUE(client.valid());
+  absl::StatusOr<UniqueFd> sent = client.Duplicate();
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  absl::StatusOr<EventFd> adopted = EventFd::Adopt(*std::move(sent));
+  ASSERT_TRUE(adopted.ok()) << adopted.status();
+  IrqRequest trigger = Eventfds(IrqIndex::kMsix, 0, 4);
+  trigger.eventfds[2] = *std::move(adopted);
+  ASSERT_TRUE(manager_->SetIrqs(std::move(trigger)).ok());
+  ASSERT_TRUE(manager_->SetIrqs(Action(IrqIndex::kMsix, IrqAction::kMask, 0, 4)).ok());
+  backend_.Fire(IrqIndex::kMsix, 2);  // pending: on the private eventfd until the unmask
+  const uint64_t parked = 0xfffffffffffffffeull;
+  ASSERT_EQ(::write(client.get(), &parked, sizeof(parked)), 8);
+  ASSERT_TRUE(manager_->SetIrqs(Action(IrqIndex::kMsix, IrqAction::kUnmask, 0, 4)).ok());
+  const IrqSet last = backend_.last();
+  EXPECT_EQ(last.action, IrqAction::kTrigger);
+  EXPECT_EQ(last.data, IrqSet::Data::kBool);
+  EXPECT_EQ(last.start, 2u);
+  EXPECT_EQ(last.bools, std::vector<bool>{true});
+  EXPECT_EQ(::fcntl(client.get(), F_GETFL), O_RDWR);
+  uint64_t value = 0;
+  ASSERT_EQ(::read(client.get(), &value, sizeof(value)), 8);
+  EXPECT_EQ(value, parked);  // the interrupt was coalesced into the parked counter
 }
 
 TEST_F(IrqManagerTest, FailedMaskRestoresTriggers) {
