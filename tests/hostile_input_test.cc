@@ -137,6 +137,23 @@ TEST_F(HostileInputTest, MemoryRegistration) {
   EXPECT_EQ(owner_->RegisterMemory(unsealed, 0x10000).status().code(),
             StatusCode::kFailedPrecondition);
   ::close(unsealed);
+  // Sealed against future writes, or open read-only: the daemon's shared writable mapping
+  // would fail (EPERM, EACCES); a property of the fd, not of the caller's role.
+  int future_write = ::memfd_create("future-write", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_GE(future_write, 0);
+  ASSERT_EQ(::ftruncate(future_write, 0x10000), 0);
+  ASSERT_EQ(::fcntl(future_write, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE), 0);
+  EXPECT_EQ(owner_->RegisterMemory(future_write, 0x10000).status().code(),
+            StatusCode::kFailedPrecondition);
+  ::close(future_write);
+  absl::StatusOr<client::UniqueFd> sealed = VfioClient::CreateSealedMemfd("sealed", 0x10000);
+  ASSERT_TRUE(sealed.ok());
+  int read_only = ::open(absl::StrCat("/proc/self/fd/", sealed->get()).c_str(), O_RDONLY);
+  ASSERT_GE(read_only, 0);
+  EXPECT_EQ(owner_->RegisterMemory(read_only, 0x10000).status().code(),
+            StatusCode::kFailedPrecondition);
+  ::close(read_only);
+  ExpectUnchanged();
   // Not a file at all.
   int pipe_fds[2];
   ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
@@ -237,6 +254,10 @@ TEST_F(HostileInputTest, Dma) {
   EXPECT_EQ(owner_->UnmapDma(0x208000, 0x10000).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(owner_->UnmapDma(0x800000, 0x1000).status().code(), StatusCode::kNotFound);
   EXPECT_EQ(owner_->UnmapDma(0x200000, 0).status().code(), StatusCode::kInvalidArgument);
+  // Unaligned size or iova, as for MapDma, even when the range covers the whole mapping.
+  EXPECT_EQ(owner_->UnmapDma(0x200000, 0x10001).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->UnmapDma(0x200000, 0x10800).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->UnmapDma(0x1ff800, 0x11000).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(owner_->UnmapDma(0xfffffffffffff000ull, 0x2000).status().code(),
             StatusCode::kOutOfRange);
   ExpectUnchanged();
@@ -315,11 +336,15 @@ TEST_F(HostileInputTest, Irqs) {
   ASSERT_TRUE(owner_->SetIrqEventfds(v1::IRQ_INDEX_MSI, 0, {efd}).ok());
   EXPECT_TRUE(owner_->SetIrqAction(v1::IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_MASK).ok());
   EXPECT_TRUE(owner_->SetIrqAction(v1::IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_UNMASK).ok());
-  // INTx and MSI cannot both be enabled.
+  // INTx and MSI cannot both be enabled: a state of the device.
   int intx = ::eventfd(0, EFD_CLOEXEC);
   EXPECT_EQ(owner_->SetIrqEventfds(v1::IRQ_INDEX_INTX, 0, {intx}).code(),
-            StatusCode::kInvalidArgument);
+            StatusCode::kFailedPrecondition);
   ASSERT_TRUE(owner_->DisableIrqs(v1::IRQ_INDEX_MSI).ok());
+  ASSERT_TRUE(owner_->SetIrqEventfds(v1::IRQ_INDEX_INTX, 0, {intx}).ok());
+  EXPECT_EQ(owner_->SetIrqEventfds(v1::IRQ_INDEX_MSI, 0, {efd}).code(),
+            StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(owner_->DisableIrqs(v1::IRQ_INDEX_INTX).ok());
   ::close(efd);
   ::close(intx);
   ExpectUnchanged();

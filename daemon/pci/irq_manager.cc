@@ -43,6 +43,9 @@ uint32_t Raw(IrqIndex index) { return static_cast<uint32_t>(index); }
 // MSI and MSI-X vectors cannot be masked by the kernel; the manager emulates it.
 bool IsEmulated(IrqIndex index) { return index == IrqIndex::kMsi || index == IrqIndex::kMsix; }
 
+// INTx, MSI and MSI-X: the kernel enables one of them at a time (vdev->irq_type).
+bool IsExclusive(IrqIndex index) { return index == IrqIndex::kIntx || IsEmulated(index); }
+
 uint64_t MonotonicNowNs() {
   struct timespec ts;
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -277,6 +280,16 @@ absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
       if ((r.data == Data::kEventfd || r.data == Data::kWatch) && !index.info.eventfd) {
         return absl::InvalidArgumentError(
             absl::StrCat("SetIrqs: ", name, " does not signal eventfds"));
+      }
+      if ((r.data == Data::kEventfd || r.data == Data::kWatch) && IsExclusive(r.index)) {
+        for (IrqIndex other : {IrqIndex::kIntx, IrqIndex::kMsi, IrqIndex::kMsix}) {
+          if (other != r.index && indexes_[Raw(other)].enabled) {
+            const std::string other_name = IrqIndexName(other);
+            return absl::FailedPreconditionError(absl::StrCat(
+                "SetIrqs: ", name, " cannot be enabled while ", other_name,
+                " is enabled (one interrupt type at a time); disable ", other_name, " first"));
+          }
+        }
       }
       if ((r.data == Data::kNone || r.data == Data::kBool) && r.index != IrqIndex::kErr &&
           r.index != IrqIndex::kReq && !index.enabled) {

@@ -15,7 +15,10 @@
 //                                          (INTx/MSI/MSI-X only while the index is enabled,
 //                                          FAILED_PRECONDITION otherwise, as the kernel's EINVAL).
 //       TRIGGER + kEventfd                  the client's eventfds become the vectors' triggers
-//                                          (nullopt removes a vector's trigger).
+//                                          (nullopt removes a vector's trigger). INTx, MSI and
+//                                          MSI-X exclude each other, as in the kernel: enabling
+//                                          one (also with watch) while another is enabled is
+//                                          FAILED_PRECONDITION, before the backend.
 //       TRIGGER + kWatch                    the daemon creates one eventfd per vector, watches it
 //                                          and streams IrqEvents to subscriptions.
 //       MASK/UNMASK + kNone/kBool           MSI/MSI-X: emulated (below); other indexes only when
@@ -28,8 +31,7 @@
 //     eventfds needs the index's info eventfd flag (INVALID_ARGUMENT).
 //   - range: start + count is computed without overflow and must not exceed the index's vector
 //     count: OUT_OF_RANGE, e.g. "SetIrqs: vector range [3, 5) exceeds the 2 vectors of MSI-X".
-//   - Backend errors (e.g. INTx and MSI enabled together: the kernel's EINVAL) are returned with
-//     the operation prefixed; the state stays as it was.
+//   - Backend errors are returned with the operation prefixed; the state stays as it was.
 //
 // MSI/MSI-X masking is emulated the way QEMU and crosvm do it, because the kernel cannot mask
 // these vectors: MASK points the vector's backend trigger at a daemon-private eventfd (watched; a

@@ -315,6 +315,7 @@ Code ExpectedMapCode(const DmaMapRequest& r, const DeviceSnapshot& before, const
 Code ExpectedUnmapCode(uint64_t iova, uint64_t size, const DeviceSnapshot& before,
                        UnmapResult* removed) {
   if (size == 0) return Code::kInvalidArgument;
+  if (iova % kPage != 0 || size % kPage != 0) return Code::kInvalidArgument;
   if (size - 1 > kMax64 - iova) return Code::kOutOfRange;
   const uint64_t last = iova + (size - 1);
   bool any = false;
