@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -32,6 +33,10 @@ namespace {
 // bits only, with SCMP_CMP_MASKED_EQ 0xffffffff.
 scmp_arg_cmp Low32Is(unsigned arg, uint64_t value) {
   return scmp_arg_cmp{arg, SCMP_CMP_MASKED_EQ, 0xffffffffu, value};
+}
+// Exactly `value`, all 64 bits (pointers: 0 is NULL).
+scmp_arg_cmp ArgIs(unsigned arg, uint64_t value) {
+  return scmp_arg_cmp{arg, SCMP_CMP_EQ, value, 0};
 }
 // None of `bits` set (the whole 64-bit value is checked: flag words are unsigned long).
 scmp_arg_cmp NoneOf(unsigned arg, uint64_t bits) {
@@ -134,6 +139,10 @@ const std::vector<Rule>& Rules() {
       Allow(VFIOD_SYS(fcntl),
             "duplicates (connection watch, simulated eventfds) only above the fixed fds",
             {Low32Is(1, F_DUPFD_CLOEXEC), Low32Is(2, kFixedFdLimit)}),
+      Allow(VFIOD_SYS(prlimit64),
+            "the simulated IOMMU reads its own RLIMIT_MEMLOCK at each map, as type1 does; never "
+            "sets one",
+            {Low32Is(0, 0), Low32Is(1, RLIMIT_MEMLOCK), ArgIs(2, 0)}),
       Allow(VFIOD_SYS(getrandom), "fd-channel keys and tokens; abseil and gRPC seeds"),
       Allow(VFIOD_SYS(uname), "gRPC's kernel version check, once (KernelSupportsErrqueue)"),
       // ---- VFIO: the serving-phase requests only, each on its own fd (numbers alias across fd

@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -105,6 +106,11 @@ TEST_F(PolicyKernelTest, AllowedCallsLive) {
          struct iovec iov = {&v, sizeof(v)};
          return ::preadv2(fd, &iov, 1, -1, RWF_NOWAIT) == -1 && errno == EAGAIN;
        }},
+      {"prlimit reads RLIMIT_MEMLOCK",
+       [] {
+         struct rlimit limit;
+         return ::prlimit(0, RLIMIT_MEMLOCK, nullptr, &limit) == 0;
+       }},
       {"fcntl F_DUPFD_CLOEXEC above the fixed fds",
        [] { return ::fcntl(kVfioDeviceFd, F_DUPFD_CLOEXEC, kFixedFdLimit) >= kFixedFdLimit; }},
       {"fcntl F_DUPFD_CLOEXEC minimum with high garbage",
@@ -185,6 +191,16 @@ std::vector<Case> ForbiddenCases() {
          return ::pread(kVfioContainerFd, &v, 8, 0) >= 0;
        }},
       {"pwrite on stdout", [] { return ::pwrite(1, "x", 1, 0) >= 0; }},
+      {"prlimit sets RLIMIT_MEMLOCK",
+       [] {
+         struct rlimit limit = {4096, 4096};
+         return ::prlimit(0, RLIMIT_MEMLOCK, &limit, nullptr) == 0;
+       }},
+      {"prlimit reads RLIMIT_NOFILE",
+       [] {
+         struct rlimit limit;
+         return ::prlimit(0, RLIMIT_NOFILE, nullptr, &limit) == 0;
+       }},
       {"preadv2 without RWF_NOWAIT",
        [] {
          uint64_t v;

@@ -263,6 +263,31 @@ TEST_F(HostileInputTest, Dma) {
   ExpectUnchanged();
 }
 
+// The jail's RLIMIT_MEMLOCK (--max-dma-bytes) bounds pinned DMA memory: type1 refuses a map past
+// it with ENOMEM, and the simulated IOMMU the same way (RESOURCE_EXHAUSTED), leaving nothing.
+TEST(HostileInputDaemonTest, DmaPastTheMemlockLimitIsRefused) {
+  constexpr uint64_t kMiB = 1 << 20;
+  absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon =
+      testing::DaemonProcess::Start({absl::StrCat("--max-dma-bytes=", 8 * kMiB)});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  absl::StatusOr<std::unique_ptr<VfioClient>> owner = VfioClient::Connect((*daemon)->socket_path());
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  ASSERT_TRUE((*owner)->ClaimOwnership().ok());
+  absl::StatusOr<client::UniqueFd> memfd = VfioClient::CreateSealedMemfd("big", 16 * kMiB);
+  ASSERT_TRUE(memfd.ok());
+  absl::StatusOr<v1::RegisterMemoryResponse> memory =
+      (*owner)->RegisterMemory(memfd->get(), 16 * kMiB);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  absl::Status status = (*owner)->MapDma(0x1000000, 16 * kMiB, memory->memory_id(), 0);
+  EXPECT_EQ(status.code(), StatusCode::kResourceExhausted) << status;
+  absl::StatusOr<v1::DeviceState> state = (*owner)->GetState();
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->dma_mappings_size(), 0);
+  EXPECT_EQ(state->memory(0).mappings(), 0u);
+  // Within the limit, it maps.
+  EXPECT_TRUE((*owner)->MapDma(0x1000000, 4 * kMiB, memory->memory_id(), 0).ok());
+}
+
 TEST_F(HostileInputTest, DmaMappingLimitAndMapUnmapLoop) {
   // --max-dma-mappings=8, one mapping exists.
   for (uint64_t i = 0; i < 7; ++i) {
