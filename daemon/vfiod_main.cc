@@ -41,6 +41,7 @@
 #include "daemon/base/status_macros.h"
 #include "daemon/jail/jail.h"
 #include "daemon/pci/pci_device.h"
+#include "daemon/service/malformed_request.h"
 #include "daemon/service/session_manager.h"
 #include "daemon/service/vfio_device_service.h"
 #include "daemon/sim/sim_backend.h"
@@ -415,6 +416,7 @@ absl::Status Run() {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10 * 1000);
   builder.RegisterService(&service);
+  builder.experimental().SetInterceptorCreators(MalformedRequestInterceptors());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr) return absl::InternalError("gRPC server failed to start");
   VFIOD_RETURN_IF_ERROR(transport->Start(server.get()));

@@ -19,6 +19,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/vfio_client.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -435,6 +436,33 @@ TEST_F(HostileInputTest, ClientEventfdsKeepTheirFlagsAndOtherKindsAreRefused) {
   ExpectUnchanged();
 }
 
+// A unary call with a raw body through a generic stub on a new channel (an observer session).
+grpc::Status RawCall(const std::string& socket_path, const std::string& method,
+                     const std::string& payload) {
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateChannel("unix:" + socket_path, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::Slice slice(payload);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status result;
+  stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status status) {
+                   std::lock_guard<std::mutex> lock(mu);
+                   result = status;
+                   done = true;
+                   cv.notify_one();
+                 });
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return done; });
+  return result;
+}
+
 TEST_F(HostileInputTest, Protocol) {
   // Over the message size limit: refused by gRPC before any handler runs.
   EXPECT_EQ(owner_->WriteRegion(0, 0, std::string(2 << 20, 'x')).code(),
@@ -442,36 +470,68 @@ TEST_F(HostileInputTest, Protocol) {
   // Larger than the per-call region limit but within the message limit.
   EXPECT_EQ(owner_->WriteRegion(0, 0, std::string(128 << 10, 'x')).code(),
             StatusCode::kInvalidArgument);
-  // Undecodable bytes and an unknown method, through a generic stub on a raw channel.
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(
-      "unix:" + daemon_->socket_path(), grpc::InsecureChannelCredentials());
-  grpc::GenericStub stub(channel);
-  auto call = [&](const std::string& method, const std::string& payload) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    grpc::Slice slice(payload);
-    grpc::ByteBuffer request(&slice, 1);
-    grpc::ByteBuffer response;
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    grpc::Status result;
-    stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
-                   [&](grpc::Status status) {
-                     std::lock_guard<std::mutex> lock(mu);
-                     result = status;
-                     done = true;
-                     cv.notify_one();
-                   });
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [&] { return done; });
-    return result.error_code();
-  };
-  EXPECT_EQ(call("/vfiod.v1.VfioDevice/ReadConfig", std::string("\xff\xff\xff\xff", 4)),
-            grpc::StatusCode::INTERNAL);
-  EXPECT_EQ(call("/vfiod.v1.VfioDevice/NoSuchMethod", ""), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(call("/grpc.health.v1.Health/Check", ""), grpc::StatusCode::OK);
+  // An unknown method, and another service, through a generic stub on a raw channel.
+  const std::string socket = daemon_->socket_path();
+  EXPECT_EQ(RawCall(socket, "/vfiod.v1.VfioDevice/NoSuchMethod", "").error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(RawCall(socket, "/grpc.health.v1.Health/Check", "").error_code(),
+            grpc::StatusCode::OK);
   // The daemon still serves.
+  EXPECT_TRUE(owner_->ReadConfig(0, 4).ok());
+  ExpectUnchanged();
+}
+
+// A body that is not a valid protobuf encoding of the request is INVALID_ARGUMENT naming the
+// method, before the role check (the raw channel is an observer, so the owner-only methods would
+// say PERMISSION_DENIED for a request that parsed), and changes nothing.
+TEST_F(HostileInputTest, MalformedRequestBodiesAreInvalidArgument) {
+  const std::string socket = daemon_->socket_path();
+  const std::pair<const char*, std::string> bodies[] = {
+      {"garbage", std::string("\xff\xff\xff\xff", 4)},
+      {"truncated varint", std::string("\x08\x80\x80", 3)},
+      {"11-byte varint", "\x08" + std::string(10, '\x80') + "\x01"},
+      {"stray end-group tag", std::string("\x0c", 1)},
+      {"length past the end", std::string("\x1a\x05" "ab", 4)},
+  };
+  const std::pair<const char*, const char*> methods[] = {
+      {"ReadConfig", "vfiod.v1.ReadConfigRequest"},
+      {"WriteConfig", "vfiod.v1.WriteConfigRequest"},
+      {"RegisterMemory", "vfiod.v1.RegisterMemoryRequest"},
+      {"MapDma", "vfiod.v1.MapDmaRequest"},
+      {"SetIrqs", "vfiod.v1.SetIrqsRequest"},
+      {"WatchIrqs", "vfiod.v1.WatchIrqsRequest"},
+      {"ClaimOwnership", "vfiod.v1.ClaimOwnershipRequest"},
+  };
+  for (const auto& [method, request_type] : methods) {
+    for (const auto& [kind, body] : bodies) {
+      grpc::Status status = RawCall(socket, absl::StrCat("/vfiod.v1.VfioDevice/", method), body);
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+          << method << ", " << kind << ": " << status.error_message();
+      EXPECT_EQ(status.error_message(),
+                absl::StrCat(method, ": the request is not a valid ", request_type,
+                             " message (protobuf decoding failed)"))
+          << method << ", " << kind;
+    }
+  }
+  // A request that parses still meets the role check, and a handler's own errors pass through.
+  EXPECT_EQ(RawCall(socket, "/vfiod.v1.VfioDevice/WriteConfig", "").error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(RawCall(socket, "/vfiod.v1.VfioDevice/ReadConfig", "").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);  // size 0
+  // Tokens are bytes: any bytes parse, and a token that is not hex is the token's error.
+  const std::string not_utf8("\xff\xfe\xfd", 3);
+  absl::Status status = owner_->RegisterMemoryToken(not_utf8, 0).status();
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StartsWith(status.message(), "RegisterMemory: fd token")) << status;
+  v1::SetIrqsRequest request;
+  request.set_index(v1::IRQ_INDEX_MSI);
+  request.set_count(1);
+  request.set_action(v1::IRQ_ACTION_TRIGGER);
+  request.mutable_eventfds()->add_fd_tokens(not_utf8);
+  status = owner_->SetIrqs(request);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StartsWith(status.message(), "SetIrqs: fd token")) << status;
+  // The daemon still serves, and nothing changed.
   EXPECT_TRUE(owner_->ReadConfig(0, 4).ok());
   ExpectUnchanged();
 }
