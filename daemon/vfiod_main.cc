@@ -44,6 +44,7 @@
 #include "daemon/base/status_macros.h"
 #include "daemon/jail/jail.h"
 #include "daemon/pci/pci_device.h"
+#include "daemon/service/malformed_request.h"
 #include "daemon/service/session_manager.h"
 #include "daemon/service/vfio_device_service.h"
 #include "daemon/sim/sim_backend.h"
@@ -413,6 +414,7 @@ std::unique_ptr<grpc::Server> BuildGrpcServer(const Config& config, VfioDeviceSe
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10 * 1000);
   builder.RegisterService(service);
+  builder.experimental().SetInterceptorCreators(MalformedRequestInterceptors());
   return builder.BuildAndStart();
 }
 

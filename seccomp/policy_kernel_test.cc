@@ -21,8 +21,10 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -165,6 +167,18 @@ TEST_F(PolicyKernelTest, AllowedCallsLive) {
          uint64_t v = 1;
          return fd >= 0 && ::write(fd, &v, 8) == 8 && ::read(fd, &v, 8) == 8 && ::close(fd) == 0;
        }},
+      {"preadv2 RWF_NOWAIT on an empty blocking eventfd",
+       [] {
+         int fd = ::eventfd(0, EFD_CLOEXEC);
+         uint64_t v;
+         struct iovec iov = {&v, sizeof(v)};
+         return ::preadv2(fd, &iov, 1, -1, RWF_NOWAIT) == -1 && errno == EAGAIN;
+       }},
+      {"prlimit reads RLIMIT_MEMLOCK",
+       [] {
+         struct rlimit limit;
+         return ::prlimit(0, RLIMIT_MEMLOCK, nullptr, &limit) == 0;
+       }},
       {"fcntl F_DUPFD_CLOEXEC above the fixed fds",
        [] { return ::fcntl(kVfioDeviceFd, F_DUPFD_CLOEXEC, kFixedFdLimit) >= kFixedFdLimit; }},
       {"fcntl F_DUPFD_CLOEXEC minimum with high garbage",
@@ -245,6 +259,22 @@ std::vector<Case> ForbiddenCases() {
          return ::pread(kVfioContainerFd, &v, 8, 0) >= 0;
        }},
       {"pwrite on stdout", [] { return ::pwrite(1, "x", 1, 0) >= 0; }},
+      {"prlimit sets RLIMIT_MEMLOCK",
+       [] {
+         struct rlimit limit = {4096, 4096};
+         return ::prlimit(0, RLIMIT_MEMLOCK, &limit, nullptr) == 0;
+       }},
+      {"prlimit reads RLIMIT_NOFILE",
+       [] {
+         struct rlimit limit;
+         return ::prlimit(0, RLIMIT_NOFILE, nullptr, &limit) == 0;
+       }},
+      {"preadv2 without RWF_NOWAIT",
+       [] {
+         uint64_t v;
+         struct iovec iov = {&v, sizeof(v)};
+         return ::preadv2(0, &iov, 1, -1, 0) >= 0;
+       }},
       {"prctl PR_SET_DUMPABLE", [] { return ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == 0; }},
       {"tgkill with SIGTERM", [] { return Raw(SYS_tgkill, ::getpid(), ::gettid(), SIGTERM) == 0; }},
       {"kill", [] { return ::kill(::getpid(), 0) == 0; }},

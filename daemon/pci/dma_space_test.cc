@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "daemon/base/fd_count_for_test.h"
@@ -123,6 +124,26 @@ TEST_F(DmaSpaceTest, RejectsUnsuitableFds) {
 
   status = dma().RegisterMemory(MakeMemfd(kMiB, F_SEAL_SHRINK | F_SEAL_WRITE), 0).status();
   EXPECT_EQ(status.code(), Code::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(status.message(), "F_SEAL_WRITE")) << status;
+
+  // The shared writable mapping would fail with EPERM: refused first, as a property of the fd.
+  status = dma().RegisterMemory(MakeMemfd(kMiB, F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE), 0).status();
+  EXPECT_EQ(status.code(), Code::kFailedPrecondition) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "F_SEAL_FUTURE_WRITE")) << status;
+
+  // A sealed memfd reopened read-only (mmap would fail with EACCES), and write-only.
+  UniqueFd sealed = MakeMemfd(kMiB);
+  ASSERT_TRUE(sealed.valid());
+  const std::string reopen = "/proc/self/fd/" + std::to_string(sealed.get());
+  for (int mode : {O_RDONLY, O_WRONLY}) {
+    UniqueFd reopened(::open(reopen.c_str(), mode | O_CLOEXEC));
+    ASSERT_TRUE(reopened.valid()) << mode;
+    status = dma().RegisterMemory(std::move(reopened), 0).status();
+    EXPECT_EQ(status.code(), Code::kFailedPrecondition) << status;
+    EXPECT_TRUE(absl::StrContains(status.message(), mode == O_RDONLY ? "read-only" : "write-only"))
+        << status;
+  }
+  sealed.Reset();
 
   int pipe_fds[2];
   ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
@@ -275,6 +296,15 @@ TEST_F(DmaSpaceTest, UnmapMustCoverWholeMappings) {
   EXPECT_EQ(dma().UnmapDma(0x14000, 0xc000).status().code(), Code::kNotFound);
   EXPECT_EQ(dma().UnmapDma(0x10000, 0).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(dma().UnmapDma(0xfffffffffffff000, 0x2000).status().code(), Code::kOutOfRange);
+  // Unaligned iova or size, as for MapDma (type1's EINVAL), even when it would cover whole
+  // mappings.
+  for (const auto& [iova, size] : {std::pair<uint64_t, uint64_t>{0x20000, 0x1001},
+                                   {0x20000, 0x10001}, {0x1ffff, 0x2000}, {0x10000, 0x3fff}}) {
+    result = dma().UnmapDma(iova, size);
+    EXPECT_EQ(result.status().code(), Code::kInvalidArgument) << iova << " " << size;
+    EXPECT_TRUE(absl::StrContains(result.status().message(), "UnmapDma: ")) << result.status();
+    EXPECT_TRUE(absl::StrContains(result.status().message(), "not aligned")) << result.status();
+  }
   EXPECT_EQ(dma().Mappings().size(), 3u);
   EXPECT_EQ(backend_.unmap_calls(), 0);
 
@@ -285,7 +315,7 @@ TEST_F(DmaSpaceTest, UnmapMustCoverWholeMappings) {
   ASSERT_EQ(dma().Mappings().size(), 1u);
   EXPECT_EQ(dma().Mappings()[0].iova, 0x30000u);
 
-  result = dma().UnmapDma(0, ~uint64_t{0});  // everything
+  result = dma().UnmapDma(0, ~uint64_t{0} - (kPage - 1));  // everything but the last page
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->mappings, 1u);
   EXPECT_TRUE(backend_.mappings().empty());

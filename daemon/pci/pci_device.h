@@ -127,7 +127,8 @@ class PciDevice {
   absl::Status WriteRegion(uint32_t index, uint64_t offset, absl::Span<const uint8_t> data);
 
   // Maps `fd` (shared, read/write) and keeps it until unregistered. `size` 0 = the file's size.
-  // The fd must be a regular file or memfd sealed with F_SEAL_SHRINK. `fd` is closed either way.
+  // The fd must be a regular file or memfd sealed with F_SEAL_SHRINK, not sealed against writes
+  // and open O_RDWR (DmaSpace::RegisterMemory has the codes). `fd` is closed either way.
   absl::StatusOr<MemoryInfo> RegisterMemory(UniqueFd fd, uint64_t size);
   // FAILED_PRECONDITION while any DMA mapping uses the memory.
   absl::Status UnregisterMemory(uint64_t memory_id);

@@ -398,9 +398,11 @@ absl::Status VfioDeviceService::DoSetIrqs(ConnectionId caller,
         }
         absl::StatusOr<EventFd> eventfd = EventFd::Adopt(std::move(*fds[i]));
         if (!eventfd.ok()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "SetIrqs: fd token ", hex[i], " (vector ", uint64_t{request.start()} + i,
-              "): ", eventfd.status().message()));
+          // INVALID_ARGUMENT when the fd is not an eventfd.
+          return absl::Status(eventfd.status().code(),
+                              absl::StrCat("SetIrqs: fd token ", hex[i], " (vector ",
+                                           uint64_t{request.start()} + i,
+                                           "): ", eventfd.status().message()));
         }
         irq.eventfds.push_back(*std::move(eventfd));
       }
