@@ -4,6 +4,10 @@
 # (tools/bootstrap.sh). Extra arguments go to `bazel test` (e.g. --config=asan, or a target
 # pattern after --). VFIOD_LAB=0 skips the lab suite.
 #
+# Then the guest boot on a vfiod device (tests/vmm/run_guest_boot.sh: QEMU 11 boots the lab's
+# kernel with its edu served by vfiod over vfio-user); VFIOD_GUEST_BOOT=0 skips it. It reports
+# SKIPPED (and runs its control on QEMU's own edu) while vfiod has no vfio-user server.
+#
 # QEMU 11 (for the vfio-user tests in tests/vmm): tools/lab/qemu11.sh fetches it into
 # .lab-cache/qemu11 (pinned, cached; no network once cached) and the Bazel tests get its runner
 # as --test_env=VFIOD_QEMU11=... (plus the extracted tree's stamp, so a new pin re-runs them).
@@ -37,6 +41,24 @@ passed=$(grep -cE '^//\S+\s+(\(cached\) )?PASSED' "$log")
 failed=$(grep -cE '^//\S+\s+.*(FAILED|TIMEOUT|NO STATUS|INCOMPLETE)' "$log")
 summary="bazel: $passed passed, $failed failed"
 if [[ -n $qemu11_note ]]; then summary+=" ($qemu11_note)"; fi
+# Test cases that skipped (a passing target may have skipped all of them): each target with the
+# reasons its cases gave, so nothing absent passes silently.
+skips=""
+while read -r target; do
+  xml=bazel-testlogs/${target#//}
+  xml=${xml/://}/test.xml
+  [[ -f $xml ]] || continue
+  n=$(grep -c 'result="skipped"' "$xml")
+  ((n > 0)) || continue
+  skips+="  $target: $n skipped"$'\n'
+  skips+=$(sed -n 's/.*<skipped message="\([^"]*\)".*/\1/p' "$xml" |
+    sed 's/^[^&]*&#x0A;//; s/&#x0A;/ /g; s/^/    /' | sort -u)$'\n'
+done < <(grep -oP '^//\S+(?=\s+(\(cached\) )?PASSED)' "$log")
+if [[ -n $skips ]]; then
+  echo "test: skipped test cases:"
+  printf '%s' "$skips"
+  summary+="; $(grep -c ' skipped$' <<<"$skips") passing targets skipped test cases (listed above)"
+fi
 
 if [[ ${VFIOD_LAB:-1} != 0 ]]; then
   tests/lab/run_lab_suite.sh
@@ -49,6 +71,19 @@ if [[ ${VFIOD_LAB:-1} != 0 ]]; then
   ((status != 0)) || status=$lab_status
 else
   summary+="; lab suite: skipped (VFIOD_LAB=0)"
+fi
+if [[ ${VFIOD_GUEST_BOOT:-1} == 0 || ${VFIOD_QEMU11:-} == none ]]; then
+  summary+="; guest boot: skipped (VFIOD_GUEST_BOOT=0 or VFIOD_QEMU11=none)"
+else
+  tests/vmm/run_guest_boot.sh
+  boot_status=$?
+  case $boot_status in
+    0) summary+="; guest boot on vfiod: PASS" ;;
+    1) summary+="; guest boot on vfiod: FAIL" ;;
+    3) summary+="; guest boot on vfiod: SKIPPED (vfiod has no --vfio-user; the control on QEMU's edu passed)" ;;
+    *) summary+="; guest boot on vfiod: ERROR (exit $boot_status)" ;;
+  esac
+  if ((boot_status != 3 && status == 0)); then status=$boot_status; fi
 fi
 echo "$summary"
 exit "$status"

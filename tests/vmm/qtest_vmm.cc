@@ -65,9 +65,10 @@ std::string JsonString(absl::string_view s) {
   return out + "\"";
 }
 
-// Runs argv with stdout captured and stderr merged into it, for at most `timeout`.
-absl::StatusOr<std::string> RunCapture(const std::vector<std::string>& argv,
-                                       absl::Duration timeout) {
+}  // namespace
+
+absl::StatusOr<std::string> RunForOutput(const std::vector<std::string>& argv,
+                                         absl::Duration timeout, bool any_status) {
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_CLOEXEC) != 0) return absl::InternalError(Errno("pipe2"));
   posix_spawn_file_actions_t actions;
@@ -118,14 +119,12 @@ absl::StatusOr<std::string> RunCapture(const std::vector<std::string>& argv,
     return absl::DeadlineExceededError(absl::StrCat(argv[0], " did not finish in ",
                                                     absl::FormatDuration(timeout)));
   }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+  if (!any_status && (!WIFEXITED(status) || WEXITSTATUS(status) != 0)) {
     return absl::FailedPreconditionError(absl::StrCat(argv[0], " failed (",
                                                       DescribeWaitStatus(status), "): ", out));
   }
   return out;
 }
-
-}  // namespace
 
 absl::StatusOr<Qemu11> FindQemu11() {
   const char* env = getenv("VFIOD_QEMU11");
@@ -141,7 +140,7 @@ absl::StatusOr<Qemu11> FindQemu11() {
         absl::StrCat("QEMU 11 is absent: VFIOD_QEMU11=", env, " is not executable (",
                      strerror(errno), ")"));
   }
-  absl::StatusOr<std::string> out = RunCapture({env, "--version"}, absl::Seconds(10));
+  absl::StatusOr<std::string> out = RunForOutput({env, "--version"}, absl::Seconds(10));
   if (!out.ok()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "QEMU 11 is absent: VFIOD_QEMU11=", env, " --version: ", out.status().message(),
@@ -533,6 +532,26 @@ absl::Status QtestVmm::WaitIrq(int line, bool level, absl::Duration timeout) {
     if (s.code() == absl::StatusCode::kDeadlineExceeded) {
       return absl::DeadlineExceededError(absl::StrCat("interrupt line ", line, " not ",
                                                       level ? "raised" : "lowered", " within ",
+                                                      absl::FormatDuration(timeout)));
+    }
+    if (!s.ok()) return s;
+  }
+}
+
+
+absl::StatusOr<int> QtestVmm::WaitAnyIrq(int first, int last, bool level,
+                                         absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    TakeLines(nullptr);
+    for (int line = first; line <= last; ++line) {
+      auto it = irq_levels_.find(line);
+      if ((it != irq_levels_.end() && it->second) == level) return line;
+    }
+    absl::Status s = Fill(deadline);
+    if (s.code() == absl::StatusCode::kDeadlineExceeded) {
+      return absl::DeadlineExceededError(absl::StrCat("no interrupt line in ", first, "..", last,
+                                                      level ? " raised" : " lowered", " within ",
                                                       absl::FormatDuration(timeout)));
     }
     if (!s.ok()) return s;

@@ -49,6 +49,12 @@ struct Qemu11 {
 // and how to provide it; tests skip with that message.
 absl::StatusOr<Qemu11> FindQemu11();
 
+// Runs `argv` (no shell, stdin /dev/null) and returns its stdout and stderr together, after it
+// exited with status 0 (or any status with `any_status`); FAILED_PRECONDITION otherwise, with
+// the output; DEADLINE_EXCEEDED (the process killed) after `timeout`.
+absl::StatusOr<std::string> RunForOutput(const std::vector<std::string>& argv,
+                                         absl::Duration timeout, bool any_status = false);
+
 // A PCI function on bus 0..255.
 struct PciBdf {
   uint8_t bus = 0;
@@ -163,6 +169,8 @@ class QtestVmm {
   bool IrqLevel(int line);
   // Waits until line `line` is at `level` (immediately if it already is).
   absl::Status WaitIrq(int line, bool level, absl::Duration timeout);
+  // Waits until any line in [first, last] is at `level`; returns the lowest such line.
+  absl::StatusOr<int> WaitAnyIrq(int first, int last, bool level, absl::Duration timeout);
   // Every line event so far, in order.
   const std::vector<IrqEvent>& irq_events() const { return irq_events_; }
 

@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# A Linux guest on a device that vfiod serves over vfio-user, with an unmodified QEMU 11.
+#
+#   tests/vmm/run_guest_boot.sh [--keep] [--control]
+#
+# vfiod --device=sim:edu --vfio-user=SOCK --listen=GRPC runs on the host (jailed, enforcing
+# seccomp: its defaults). QEMU 11 (tools/lab/qemu11, TCG) boots the VM lab's kernel and
+# initramfs (tools/lab/lab.sh run --no-zoo --no-iommu) with guest RAM in a shared memfd and
+# `-device vfio-user-pci` on SOCK at 00:04.0, so the guest's edu is vfiod's. In the guest,
+# tests/vmm:edu_guest_check (static) checks ids, BAR0 and the MSI capability from sysfs,
+# computes factorials through an mmap of resource0, runs an edu DMA round trip into guest memory
+# (physical addresses from /proc/self/pagemap: without an IOMMU, IOVA == guest-physical), and
+# binds the device to uio_pci_generic to receive two INTx interrupts that the guest kernel
+# handles and counts in /proc/interrupts. While the guest holds its interrupt armed
+# (VMM-OBSERVE on the console), the host asks `vfioctl --socket GRPC state` as an observer and
+# checks: QEMU is the owner, guest RAM is mapped for DMA, INTx is enabled. After the guest powers
+# off: no owner, no mapping, no enabled interrupt, bus mastering off, and vfiod stops cleanly on
+# SIGTERM.
+#
+# Without --vfio-user in vfiod (the server not on this branch yet) the guest runs against QEMU's
+# own emulated edu instead (the control: same program, same boot) and the vfiod part is reported
+# SKIPPED. --control runs the control as well.
+#
+# Exit codes: 0 pass, 1 a check failed, 2 the harness failed (build, fetch, boot, timeout),
+# 3 skipped (no vfio-user server in vfiod; the control passed). Environment: BAZEL (default
+# bazel), LAB_CACHE, LAB_TIMEOUT (default 90), VFIOD_GUEST_HOLD_MS (default 1500).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+
+keep=0 control=0
+for arg in "$@"; do
+  case $arg in
+    --keep) keep=1 ;;
+    --control) control=1 ;;
+    *) echo "usage: tests/vmm/run_guest_boot.sh [--keep] [--control]" >&2; exit 2 ;;
+  esac
+done
+
+BAZEL=${BAZEL:-bazel}
+HOLD_MS=${VFIOD_GUEST_HOLD_MS:-1500}
+now() { echo "${EPOCHREALTIME/,/.}"; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
+log() { echo "guest-boot: $*" >&2; }
+t_start=$(now)
+
+work=$(mktemp -d /tmp/vfiodg.XXXXXX)
+vfiod_pid=""
+cleanup() {
+  if [[ -n $vfiod_pid ]] && kill -0 "$vfiod_pid" 2>/dev/null; then
+    kill -TERM "$vfiod_pid" 2>/dev/null
+    wait "$vfiod_pid" 2>/dev/null
+  fi
+  if ((keep)); then log "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------------------------------------
+# Build and fetch
+
+targets=(//daemon:vfiod //client:vfioctl //tests/vmm:edu_guest_check)
+log "building ${targets[*]}"
+"$BAZEL" build "${targets[@]}" 2>"$work/build.log" || {
+  tail -n 30 "$work/build.log" >&2
+  log "RESULT: ERROR (the build failed)"
+  exit 2
+}
+bin=$("$BAZEL" info bazel-bin 2>/dev/null) || { log "RESULT: ERROR (bazel info failed)"; exit 2; }
+vfiod=$bin/daemon/vfiod vfioctl=$bin/client/vfioctl guest_check=$bin/tests/vmm/edu_guest_check
+t_fetch=$(now)
+qemu11=$(tools/lab/qemu11.sh fetch) || { log "RESULT: ERROR (QEMU 11 is absent: tools/lab/qemu11.sh fetch failed)"; exit 2; }
+log "QEMU 11 ready in $(elapsed "$t_fetch")s: $("$qemu11" --version | head -n1)"
+t_prep=$(elapsed "$t_start")
+
+# boot NAME LOG QEMU-DEVICE-ARGS...: the lab guest on QEMU 11 with edu_guest_check; reacts to
+# VMM-OBSERVE by saving vfioctl's view in $work/observe.{txt,json} (when vfiod runs). Sets
+# BOOT_RC (lab.sh's exit code) and BOOT_SUMMARY (lab.sh's result line).
+boot() {
+  local name=$1 console=$2 line
+  shift 2
+  local -a qemu_args=()
+  for line in "$@"; do qemu_args+=(--qemu-arg "$line"); done
+  log "$name: booting the guest (QEMU 11, TCG, 256 MiB, no IOMMU)"
+  LAB_QEMU=$qemu11 LAB_ACCEL=tcg tools/lab/lab.sh run --no-zoo --no-iommu --mem 256 \
+    --timeout "${LAB_TIMEOUT:-90}" --log "$console" "${qemu_args[@]}" \
+    -- "$guest_check" --hold-ms="$HOLD_MS" 2>"$work/$name.lab.stderr" |
+    while IFS= read -r line; do
+      line=${line//$'\r'/}
+      case $line in
+        VMM-OBSERVE:*)
+          echo "  $line"
+          if [[ -n $vfiod_pid ]]; then
+            "$vfioctl" --socket "$work/grpc.sock" state >"$work/observe.txt" 2>&1
+            "$vfioctl" --socket "$work/grpc.sock" --json state >"$work/observe.json" 2>&1
+            echo "  (observer: vfioctl state taken)"
+          fi
+          ;;
+        EDU-* | LAB-RESULT:* | LAB-INIT:* | LAB-DONE:*) echo "  $line" ;;
+      esac
+    done
+  BOOT_RC=${PIPESTATUS[0]}
+  BOOT_SUMMARY=$(grep -a '^lab: result:' "$work/$name.lab.stderr" | tail -n1)
+  if ((BOOT_RC == 2)); then
+    sed 's/^/  /' "$work/$name.lab.stderr" | tail -n 40 >&2
+  fi
+  echo "  ${BOOT_SUMMARY#lab: }"
+}
+
+control_run() {
+  boot control "$work/control.console" -device edu,addr=04.0
+  CONTROL_RC=$BOOT_RC
+}
+
+# ---------------------------------------------------------------------------------------------
+# Without the vfio-user server: the control only
+
+if ! "$vfiod" --help 2>&1 | grep -q -- '--vfio-user'; then
+  reason="vfiod has no vfio-user server ($vfiod --help does not name --vfio-user)"
+  log "SKIPPED: $reason; running the control (QEMU 11's own edu) instead"
+  control_run
+  echo "guest-boot: prepare ${t_prep}s, whole $(elapsed "$t_start")s"
+  if ((CONTROL_RC != 0)); then
+    log "RESULT: ERROR (the control run failed, exit $CONTROL_RC: the harness, not vfiod)"
+    exit 2
+  fi
+  log "RESULT: SKIPPED ($reason; the control passed)"
+  exit 3
+fi
+if ((control)); then
+  control_run
+  ((CONTROL_RC == 0)) || { log "RESULT: ERROR (the control run failed, exit $CONTROL_RC)"; exit 2; }
+fi
+
+# ---------------------------------------------------------------------------------------------
+# vfiod
+
+t_vfiod=$(now)
+"$vfiod" --device=sim:edu --vfio-user="$work/vu.sock" --listen="$work/grpc.sock" \
+  2>"$work/vfiod.log" &
+vfiod_pid=$!
+deadline=$((SECONDS + 20))
+until [[ -S $work/vu.sock ]] && "$vfioctl" --socket "$work/grpc.sock" --timeout 1s state >/dev/null 2>&1; do
+  if ! kill -0 "$vfiod_pid" 2>/dev/null || ((SECONDS > deadline)); then
+    tail -n 20 "$work/vfiod.log" >&2
+    log "RESULT: ERROR (vfiod did not start serving)"
+    exit 2
+  fi
+  sleep 0.05
+done
+log "vfiod serves (pid $vfiod_pid, $(elapsed "$t_vfiod")s): vfio-user $work/vu.sock, gRPC $work/grpc.sock"
+
+device_json="{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$work/vu.sock\"},\"addr\":\"04.0\"}"
+boot vfiod "$work/vfiod.console" \
+  -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem \
+  -device "$device_json"
+guest_rc=$BOOT_RC
+
+# ---------------------------------------------------------------------------------------------
+# The observer's view, during and after
+
+failures=0
+check() { # check OK NAME DETAIL
+  if [[ $1 == 1 ]]; then echo "  HOST-CHECK: PASS $2 $3"; else
+    echo "  HOST-CHECK: FAIL $2 $3"
+    failures=$((failures + 1))
+  fi
+}
+has() { grep -q -- "$1" "$2" 2>/dev/null && echo 1 || echo 0; }
+lacks() { grep -q -- "$1" "$2" 2>/dev/null && echo 0 || echo 1; }
+
+if [[ -f $work/observe.json ]]; then
+  echo "  vfioctl state while the guest held INTx armed:"
+  sed -n '/^Owner attached/p; /^DMA mappings/,/^$/p; /^IRQs/,/^$/p' "$work/observe.txt" | sed 's/^/    /'
+  check "$(has '"ownerAttached":true' "$work/observe.json")" observer-owner "QEMU is the owner"
+  check "$(has '"dmaMappings":\[{' "$work/observe.json")" observer-dma \
+    "$(grep -o '"iova":"[0-9]*"' "$work/observe.json" | wc -l) DMA mapping(s) of guest RAM"
+  check "$(has '"index":"IRQ_INDEX_INTX","enabled":true' "$work/observe.json")" observer-intx \
+    "INTx enabled with QEMU's eventfd"
+else
+  check 0 observer "the guest never reached VMM-OBSERVE"
+fi
+
+# QEMU has exited (the guest powered off): vfiod has dropped everything and still serves.
+sleep 0.2
+"$vfioctl" --socket "$work/grpc.sock" --json state >"$work/after.json" 2>&1
+check "$(has '"ownerAttached":false' "$work/after.json")" after-owner "no owner after QEMU exited"
+check "$(lacks '"dmaMappings":\[{' "$work/after.json")" after-dma "no DMA mapping left"
+check "$(lacks '"enabled":true' "$work/after.json")" after-irqs "no interrupt enabled"
+command=$("$vfioctl" --socket "$work/grpc.sock" config read 4 2 2>&1)
+master=$((command & 4))
+check "$([[ $command =~ ^(0x)?[0-9a-fA-F]+$ ]] && ((master == 0)) && echo 1 || echo 0)" \
+  after-bus-master "command register $command"
+
+kill -TERM "$vfiod_pid"
+wait "$vfiod_pid"
+vfiod_rc=$?
+vfiod_pid=""
+check "$( ((vfiod_rc == 0)) && echo 1 || echo 0)" vfiod-exit "vfiod's exit status on SIGTERM: $vfiod_rc"
+if grep -qiE 'SIGSYS|seccomp' "$work/vfiod.log"; then
+  check 0 vfiod-seccomp "$(grep -iE 'SIGSYS|seccomp' "$work/vfiod.log" | head -n 3)"
+fi
+
+echo "guest-boot: prepare ${t_prep}s, whole $(elapsed "$t_start")s"
+if ((guest_rc == 2)); then
+  log "RESULT: ERROR (the guest boot failed; see above)"
+  exit 2
+fi
+if ((guest_rc != 0 || failures != 0)); then
+  tail -n 15 "$work/vfiod.log" | sed 's/^/  vfiod: /'
+  log "RESULT: FAIL (guest exit $guest_rc, $failures host check(s) failed)"
+  exit 1
+fi
+log "RESULT: PASS"
+exit 0
