@@ -1,7 +1,9 @@
-// vfiod: serves one PCI device (Linux vfio-pci, or a simulated device) over gRPC.
+// vfiod: serves one PCI device (Linux vfio-pci, or a simulated device) over gRPC and vfio-user.
 //
 //   vfiod --device=sim:edu --listen=/run/vfiod/edu.sock
+//   vfiod --device=sim:edu --listen=/run/vfiod/edu.sock --vfio-user=/run/vfiod/edu.vfu
 //   vfiod --device=sim:edu --connection-fd=3 --fd-channel-fd=4     (spawned by a VMM)
+//   vfiod --device=sim:edu --vfio-user-fd=3                        (spawned by a vfio-user VMM)
 //
 // Start-up order: parse flags, open the device and query everything immutable, create (or
 // adopt) every socket, enter the jail and load the seccomp policy (no thread exists before this
@@ -37,6 +39,7 @@
 #include "daemon/base/errno_status.h"
 #include "daemon/base/event_fd.h"
 #include "daemon/base/logging.h"
+#include "daemon/base/owner_cleanup.h"
 #include "daemon/base/sanitizers.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/jail/jail.h"
@@ -44,8 +47,10 @@
 #include "daemon/service/session_manager.h"
 #include "daemon/service/vfio_device_service.h"
 #include "daemon/sim/sim_backend.h"
+#include "daemon/transport/connection_registry.h"
 #include "daemon/transport/transport.h"
 #include "daemon/vfio/vfio_backend.h"
+#include "daemon/vfio_user/vfio_user_server.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -64,6 +69,15 @@ ABSL_FLAG(int, connection_fd, -1,
           "Spawn mode: a connected stream socket inherited from the VMM; its peer is the owner.");
 ABSL_FLAG(int, fd_channel_fd, -1,
           "Spawn mode: a connected SOCK_SEQPACKET socket for the owner's fd channel.");
+ABSL_FLAG(std::string, vfio_user, "",
+          "Serve vfio-user (QEMU's -device vfio-user-pci) on this UNIX socket path. The first "
+          "connection that completes VERSION while nobody owns the device becomes the owner.");
+ABSL_FLAG(int, vfio_user_fd, -1,
+          "Spawn mode: a connected stream socket inherited from a vfio-user VMM; its peer is the "
+          "owner. Without --listen or --vfio-user, the daemon exits when it closes.");
+ABSL_FLAG(uint32_t, max_vfio_user_connections, 4,
+          "Concurrent vfio-user connections (one owner; the others wait for their VERSION reply "
+          "and are refused).");
 ABSL_FLAG(std::vector<std::string>, allow_uid, {},
           "Uids whose connections are accepted (comma-separated; default: the daemon's uid).");
 ABSL_FLAG(std::vector<std::string>, owner_uid, {},
@@ -77,7 +91,8 @@ ABSL_FLAG(uint32_t, max_memory_regions, 64, "Memory registrations the owner may 
 ABSL_FLAG(uint32_t, max_dma_mappings, 4096, "DMA mappings the owner may hold.");
 ABSL_FLAG(uint32_t, max_region_access_bytes, 64 * 1024, "Largest ReadRegion/WriteRegion.");
 ABSL_FLAG(uint32_t, max_irq_watchers, 8, "Concurrent WatchIrqs streams.");
-ABSL_FLAG(uint32_t, max_connections, 64, "Concurrent client connections.");
+ABSL_FLAG(uint32_t, max_connections, 64,
+          "Concurrent gRPC connections, and concurrent fd channels.");
 ABSL_FLAG(uint32_t, max_fd_tokens, 0,
           "Unused fds a session may hold on its fd channels (0: 64, or the device's largest IRQ "
           "vector count plus 16 if that is more, so one SetIrqs can name every vector).");
@@ -278,55 +293,65 @@ absl::Status Confine(const SandboxSettings& settings, DeviceBackend* backend,
   return absl::OkStatus();
 }
 
-absl::Status Run() {
-  LogLevel level;
-  if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+// Everything the flags say, validated, before anything is opened.
+struct Config {
+  std::string device;
+  LogLevel log_level = LogLevel::kInfo;
+  SandboxSettings sandbox;
+  TransportOptions transport;  // sockets; registry and handler are set once they exist
+  ConnectionQuotas quotas;
+  SessionOptions sessions;     // max_fd_tokens 0: chosen from the device (ChooseFdTokenLimit)
+  DeviceLimits limits;
+  uint64_t max_dma_bytes = 0;
+  int grpc_max_threads = 16;
+  bool observer_bar_reads = false;
+};
+
+absl::StatusOr<Config> ParseConfig() {
+  Config config;
+  if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &config.log_level)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--log-level: \"", absl::GetFlag(FLAGS_log_level), "\" is not a level"));
   }
-  SetLogLevel(level);
-  // Writes to a socket whose peer left must fail with EPIPE, not kill the daemon.
-  ::signal(SIGPIPE, SIG_IGN);
-  VFIOD_RETURN_IF_ERROR(BlockTerminationSignals());
-  VFIOD_ASSIGN_OR_RETURN(const SandboxSettings sandbox, ParseSandboxFlags());
+  VFIOD_ASSIGN_OR_RETURN(config.sandbox, ParseSandboxFlags());
+  config.device = absl::GetFlag(FLAGS_device);
+  if (config.device.empty()) return absl::InvalidArgumentError("--device is required");
 
-  const std::string device_name = absl::GetFlag(FLAGS_device);
-  if (device_name.empty()) return absl::InvalidArgumentError("--device is required");
-  TransportOptions transport_options;
-  transport_options.listen_path = absl::GetFlag(FLAGS_listen);
-  VFIOD_ASSIGN_OR_RETURN(transport_options.socket_mode,
-                         ParseMode(absl::GetFlag(FLAGS_socket_mode)));
-  VFIOD_ASSIGN_OR_RETURN(transport_options.spawn_connection,
+  TransportOptions& transport = config.transport;
+  transport.listen_path = absl::GetFlag(FLAGS_listen);
+  transport.vfio_user_path = absl::GetFlag(FLAGS_vfio_user);
+  VFIOD_ASSIGN_OR_RETURN(transport.socket_mode, ParseMode(absl::GetFlag(FLAGS_socket_mode)));
+  VFIOD_ASSIGN_OR_RETURN(transport.spawn_connection,
                          InheritedSocket(absl::GetFlag(FLAGS_connection_fd), "connection-fd"));
-  VFIOD_ASSIGN_OR_RETURN(transport_options.spawn_fd_channel,
+  VFIOD_ASSIGN_OR_RETURN(transport.spawn_fd_channel,
                          InheritedSocket(absl::GetFlag(FLAGS_fd_channel_fd), "fd-channel-fd"));
-  if (transport_options.listen_path.empty() && !transport_options.spawn_connection.valid()) {
-    return absl::InvalidArgumentError("one of --listen or --connection-fd is required");
+  VFIOD_ASSIGN_OR_RETURN(transport.spawn_vfio_user,
+                         InheritedSocket(absl::GetFlag(FLAGS_vfio_user_fd), "vfio-user-fd"));
+  if (transport.listen_path.empty() && transport.vfio_user_path.empty() &&
+      !transport.spawn_connection.valid() && !transport.spawn_vfio_user.valid()) {
+    return absl::InvalidArgumentError(
+        "one of --listen, --vfio-user, --connection-fd or --vfio-user-fd is required");
   }
-  if (transport_options.spawn_fd_channel.valid() &&
-      !transport_options.spawn_connection.valid()) {
+  if (transport.spawn_fd_channel.valid() && !transport.spawn_connection.valid()) {
     return absl::InvalidArgumentError("--fd-channel-fd needs --connection-fd");
   }
-  VFIOD_ASSIGN_OR_RETURN(transport_options.allowed_uids,
+  if (transport.spawn_connection.valid() && transport.spawn_vfio_user.valid()) {
+    return absl::InvalidArgumentError(
+        "--connection-fd and --vfio-user-fd both name the owner: give one");
+  }
+  VFIOD_ASSIGN_OR_RETURN(transport.allowed_uids,
                          ParseUids(absl::GetFlag(FLAGS_allow_uid), "allow-uid"));
-  if (transport_options.allowed_uids.empty()) transport_options.allowed_uids = {::getuid()};
-  transport_options.max_connections = absl::GetFlag(FLAGS_max_connections);
+  if (transport.allowed_uids.empty()) transport.allowed_uids = {::getuid()};
+  config.quotas.max_grpc = absl::GetFlag(FLAGS_max_connections);
+  config.quotas.max_fd_channels = absl::GetFlag(FLAGS_max_connections);
+  config.quotas.max_vfio_user = absl::GetFlag(FLAGS_max_vfio_user_connections);
 
-  SessionOptions session_options;
-  VFIOD_ASSIGN_OR_RETURN(session_options.owner_uids,
+  VFIOD_ASSIGN_OR_RETURN(config.sessions.owner_uids,
                          ParseUids(absl::GetFlag(FLAGS_owner_uid), "owner-uid"));
-  if (session_options.owner_uids.empty()) {
-    session_options.owner_uids = transport_options.allowed_uids;
-  }
-  // Created after the jail (which closes every fd it does not keep); used from the transport's
-  // thread, which starts later still.
-  std::optional<EventFd> stop;
-  if (transport_options.listen_path.empty()) {
-    // Nobody else can ever connect: when the VMM is gone, the daemon's work is done.
-    session_options.on_spawn_owner_gone = [&stop] { (void)stop->Signal(); };
-  }
+  if (config.sessions.owner_uids.empty()) config.sessions.owner_uids = transport.allowed_uids;
+  config.sessions.max_fd_tokens = absl::GetFlag(FLAGS_max_fd_tokens);
 
-  DeviceLimits limits;
+  DeviceLimits& limits = config.limits;
   limits.max_memory_bytes = absl::GetFlag(FLAGS_max_memory_bytes);
   limits.max_memory_regions = absl::GetFlag(FLAGS_max_memory_regions);
   limits.max_dma_mappings = absl::GetFlag(FLAGS_max_dma_mappings);
@@ -337,73 +362,46 @@ absl::Status Run() {
     return absl::InvalidArgumentError(absl::StrCat(
         "--max-region-access-bytes must be in [1, ", kMaxMessageBytes / 2, "]"));
   }
+  config.max_dma_bytes = absl::GetFlag(FLAGS_max_dma_bytes);
+  config.grpc_max_threads = absl::GetFlag(FLAGS_grpc_max_threads);
+  config.observer_bar_reads = absl::GetFlag(FLAGS_observer_bar_reads);
+  return config;
+}
 
-  // 1. The device, and everything immutable about it.
-  VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<DeviceBackend> backend, OpenBackend(device_name));
-  DeviceBackend* const backend_for_jail = backend.get();
-  uint64_t irq_vectors = 0;
+// VFIO takes all of an index's eventfds in one SET_IRQS, so a session must be able to hold one
+// token per vector of the largest index (nvme has 65 MSI-X vectors, some devices 2048).
+uint32_t ChooseFdTokenLimit(uint32_t flag, const DeviceBackend& backend) {
+  if (flag != 0) return flag;
   uint32_t largest_irq_index = 0;
-  for (const IrqInfo& irq : backend->Info().irqs) {
-    irq_vectors += irq.count;
+  for (const IrqInfo& irq : backend.Info().irqs) {
     largest_irq_index = std::max(largest_irq_index, irq.count);
   }
-  session_options.max_fd_tokens = absl::GetFlag(FLAGS_max_fd_tokens);
-  if (session_options.max_fd_tokens == 0) {
-    // VFIO takes all of an index's eventfds in one SET_IRQS, so a session must be able to hold
-    // one token per vector of the largest index (nvme has 65 MSI-X vectors, some devices 2048).
-    session_options.max_fd_tokens = std::max<uint32_t>(64, largest_irq_index + 16);
-  }
-  VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<PciDevice> device,
-                         PciDevice::Create(std::move(backend), limits));
-  const DeviceDescription& description = device->description();
-  LogInfo("device opened", {{"device", description.backend.name},
-                            {"vendor", absl::StrCat(absl::Hex(description.vendor_id))},
-                            {"device_id", absl::StrCat(absl::Hex(description.device_id))}});
+  return std::max<uint32_t>(64, largest_irq_index + 16);
+}
 
-  // 2. Sockets.
-  const uint32_t max_fd_tokens = session_options.max_fd_tokens;
-  SessionManager sessions(device.get(), std::move(session_options));
-  const std::string listen_path = transport_options.listen_path;
-  const uint64_t max_connections = transport_options.max_connections;
-  const uint64_t max_fd_channels = transport_options.max_fd_channels;
-  VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport,
-                         Transport::Create(std::move(transport_options), &sessions));
-  sessions.set_transport(transport.get());
+// Every fd the daemon may hold at once: the fixed ones; gRPC's, the transport's and the IRQ
+// watcher's own (epoll, eventfds); per gRPC connection its socket and the transport's duplicate;
+// per fd channel its socket and its unconsumed received fds; per vfio-user connection its
+// socket and one message's fds; registered memory; per IRQ vector a trigger and a watch or mask
+// eventfd.
+uint64_t MaxOpenFiles(const Config& config, const PciDevice& device,
+                      const vfio_user::ServerLimits& vfio_user_limits) {
+  uint64_t irq_vectors = 0;
+  for (const IrqInfo& irq : device.description().backend.irqs) irq_vectors += irq.count;
+  return seccomp::kFixedFdLimit + 64 + 2 * uint64_t{config.quotas.max_grpc} +
+         config.quotas.max_fd_channels * (1 + uint64_t{config.sessions.max_fd_tokens}) +
+         config.quotas.max_vfio_user * vfio_user::VfioUserServer::FdsPerConnection(
+                                           vfio_user_limits) +
+         config.limits.max_memory_regions + 2 * irq_vectors;
+}
 
-  // 3. The jail and the seccomp policy: no thread exists yet.
-  jail::JailOptions jail_options;
-  jail_options.memlock_bytes = absl::GetFlag(FLAGS_max_dma_bytes);
-  // Every fd the daemon may hold at once: the fixed ones; gRPC's, the transport's and the IRQ
-  // watcher's own (epoll, eventfds); per connection its socket and the transport's duplicate;
-  // per fd channel its socket and its unconsumed received fds; registered memory; per IRQ
-  // vector a trigger and a watch or mask eventfd.
-  jail_options.max_open_files = seccomp::kFixedFdLimit + 64 + 2 * max_connections +
-                                max_fd_channels * (1 + uint64_t{max_fd_tokens}) +
-                                limits.max_memory_regions + 2 * irq_vectors;
-  jail_options.uid = sandbox.uid;
-  jail_options.gid = sandbox.gid;
-  if (!listen_path.empty()) {
-    jail_options.socket_files = {listen_path, absl::StrCat(listen_path, ".fds")};
-  }
-  VFIOD_ASSIGN_OR_RETURN(UniqueFd signal_fd, TerminationSignalFd());
-  PrimeCpuCountBeforeJail();
-  VFIOD_RETURN_IF_ERROR(
-      Confine(sandbox, backend_for_jail, transport.get(), &signal_fd, jail_options));
-  VFIOD_ASSIGN_OR_RETURN(EventFd stop_event, EventFd::Create());
-  stop.emplace(std::move(stop_event));
-
-  // 4. Threads: the device's (simulated device worker, IRQ watcher), then gRPC's.
-  VFIOD_RETURN_IF_ERROR(device->Start());
-  // gRPC, with no listening port of its own: the transport hands it checked connections.
-  ServiceOptions service_options;
-  service_options.observer_bar_reads = absl::GetFlag(FLAGS_observer_bar_reads);
-  service_options.max_fd_tokens = max_fd_tokens;
-  VfioDeviceService service(device.get(), &sessions, transport.get(), service_options);
+// gRPC, with no listening port of its own: the transport hands it checked connections.
+std::unique_ptr<grpc::Server> BuildGrpcServer(const Config& config, VfioDeviceService* service) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   grpc::ResourceQuota quota("vfiod");
-  quota.SetMaxThreads(absl::GetFlag(FLAGS_grpc_max_threads));
+  quota.SetMaxThreads(config.grpc_max_threads);
   builder.SetResourceQuota(quota);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
@@ -414,18 +412,14 @@ absl::Status Run() {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10 * 1000);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr) return absl::InternalError("gRPC server failed to start");
-  VFIOD_RETURN_IF_ERROR(transport->Start(server.get()));
-  LogInfo("serving", {{"device", description.backend.name},
-                      {"listen", listen_path.empty() ? "-" : listen_path},
-                      {"pid", absl::StrCat(::getpid())}});
+  builder.RegisterService(service);
+  return builder.BuildAndStart();
+}
 
-  // 5. Until told to stop.
-  struct pollfd waits[2] = {{signal_fd.get(), POLLIN, 0}, {stop->fd().get(), POLLIN, 0}};
-  std::string reason;
-  while (reason.empty()) {
+// Waits for a termination signal or the stop event; the reason it stopped.
+absl::StatusOr<std::string> ServeUntilStopped(const UniqueFd& signal_fd, const EventFd& stop) {
+  struct pollfd waits[2] = {{signal_fd.get(), POLLIN, 0}, {stop.fd().get(), POLLIN, 0}};
+  while (true) {
     if (::poll(waits, 2, -1) < 0) {
       if (errno == EINTR) continue;
       return ErrnoError(errno, "poll");
@@ -433,15 +427,101 @@ absl::Status Run() {
     if (waits[0].revents & POLLIN) {
       struct signalfd_siginfo info;
       if (::read(signal_fd.get(), &info, sizeof(info)) == sizeof(info)) {
-        reason = absl::StrCat("signal ", info.ssi_signo);
+        return absl::StrCat("signal ", info.ssi_signo);
       }
     }
-    if (waits[1].revents & POLLIN) reason = "the spawn-mode owner is gone";
+    if (waits[1].revents & POLLIN) return std::string("the spawn-mode owner is gone");
   }
+}
+
+absl::Status Run() {
+  // Writes to a socket whose peer left must fail with EPIPE, not kill the daemon.
+  ::signal(SIGPIPE, SIG_IGN);
+  VFIOD_RETURN_IF_ERROR(BlockTerminationSignals());
+  VFIOD_ASSIGN_OR_RETURN(Config config, ParseConfig());
+  SetLogLevel(config.log_level);
+
+  // 1. The device, and everything immutable about it.
+  VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<DeviceBackend> backend, OpenBackend(config.device));
+  DeviceBackend* const backend_for_jail = backend.get();
+  config.sessions.max_fd_tokens = ChooseFdTokenLimit(config.sessions.max_fd_tokens, *backend);
+  VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<PciDevice> device,
+                         PciDevice::Create(std::move(backend), config.limits));
+  const DeviceDescription& description = device->description();
+  LogInfo("device opened", {{"device", description.backend.name},
+                            {"vendor", absl::StrCat(absl::Hex(description.vendor_id))},
+                            {"device_id", absl::StrCat(absl::Hex(description.device_id))}});
+
+  // 2. Sessions, protocol handlers and sockets. Whatever is owner-scoped registers its release
+  // with `cleanup`, which runs at every owner loss.
+  OwnerCleanup cleanup;
+  device->RegisterOwnerCleanup(cleanup);
+  // Created after the jail (which closes every fd it does not keep); used from the transport's
+  // and the vfio-user connections' threads, which start later still.
+  std::optional<EventFd> stop;
+  const bool nobody_else_can_connect =
+      config.transport.listen_path.empty() && config.transport.vfio_user_path.empty();
+  if (nobody_else_can_connect) {
+    // Spawn mode only: when the VMM is gone, the daemon's work is done.
+    config.sessions.on_spawn_owner_gone = [&stop] { (void)stop->Signal(); };
+  }
+  const uint32_t max_fd_tokens = config.sessions.max_fd_tokens;
+  SessionManager sessions(&cleanup, config.sessions);
+  vfio_user::ServerOptions vfio_user_options;
+  vfio_user_options.limits = vfio_user::LimitsFor(*device);
+  vfio_user::VfioUserServer vfio_user(device.get(), &sessions, &cleanup, vfio_user_options);
+  ConnectionRegistry registry(config.quotas);
+  config.transport.registry = &registry;
+  config.transport.vfio_user = &vfio_user;
+  std::vector<std::string> socket_files;
+  if (!config.transport.listen_path.empty()) {
+    socket_files = {config.transport.listen_path, absl::StrCat(config.transport.listen_path, ".fds")};
+  }
+  if (!config.transport.vfio_user_path.empty()) {
+    socket_files.push_back(config.transport.vfio_user_path);
+  }
+  const std::string listen_path = config.transport.listen_path;
+  const std::string vfio_user_path = config.transport.vfio_user_path;
+  VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport,
+                         Transport::Create(std::move(config.transport), &sessions));
+  sessions.set_transport(transport.get());
+
+  // 3. The jail and the seccomp policy: no thread exists yet.
+  jail::JailOptions jail_options;
+  jail_options.memlock_bytes = config.max_dma_bytes;
+  jail_options.max_open_files = MaxOpenFiles(config, *device, vfio_user_options.limits);
+  jail_options.uid = config.sandbox.uid;
+  jail_options.gid = config.sandbox.gid;
+  jail_options.socket_files = socket_files;
+  VFIOD_ASSIGN_OR_RETURN(UniqueFd signal_fd, TerminationSignalFd());
+  PrimeCpuCountBeforeJail();
+  VFIOD_RETURN_IF_ERROR(
+      Confine(config.sandbox, backend_for_jail, transport.get(), &signal_fd, jail_options));
+  VFIOD_ASSIGN_OR_RETURN(EventFd stop_event, EventFd::Create());
+  stop.emplace(std::move(stop_event));
+
+  // 4. Threads: the device's (simulated device worker, IRQ watcher), then gRPC's, then the
+  // transport's, which hands out connections.
+  VFIOD_RETURN_IF_ERROR(device->Start());
+  ServiceOptions service_options;
+  service_options.observer_bar_reads = config.observer_bar_reads;
+  service_options.max_fd_tokens = max_fd_tokens;
+  VfioDeviceService service(device.get(), &sessions, transport.get(), service_options);
+  std::unique_ptr<grpc::Server> server = BuildGrpcServer(config, &service);
+  if (server == nullptr) return absl::InternalError("gRPC server failed to start");
+  VFIOD_RETURN_IF_ERROR(transport->Start(server.get()));
+  LogInfo("serving", {{"device", description.backend.name},
+                      {"listen", listen_path.empty() ? "-" : listen_path},
+                      {"vfio_user", vfio_user_path.empty() ? "-" : vfio_user_path},
+                      {"pid", absl::StrCat(::getpid())}});
+
+  // 5. Until told to stop.
+  VFIOD_ASSIGN_OR_RETURN(std::string reason, ServeUntilStopped(signal_fd, *stop));
   LogInfo("stopping", {{"reason", reason}});
   transport->Shutdown();
+  vfio_user.Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  device->ReleaseOwnerResources();
+  cleanup.Run("daemon stopping");
   LogInfo("stopped");
   return absl::OkStatus();
 }
@@ -459,8 +539,9 @@ extern "C" const char* __lsan_default_options() { return "detect_leaks=0"; }
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "serves one PCI device over gRPC.\n"
-      "  vfiod --device=sim:edu --listen=PATH\n"
+      "serves one PCI device over gRPC and vfio-user.\n"
+      "  vfiod --device=sim:edu --listen=PATH [--vfio-user=PATH]\n"
+      "  vfiod --device=sim:edu --vfio-user-fd=N\n"
       "  vfiod --device=sim:edu --connection-fd=N [--fd-channel-fd=M]");
   // Flags are spelled with dashes (--connection-fd); abseil's names use underscores.
   std::vector<std::string> args(argv, argv + argc);

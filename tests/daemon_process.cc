@@ -104,8 +104,10 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
   }
   daemon->dir_ = dir_template;
   daemon->socket_path_ = daemon->dir_ + "/d.sock";
+  daemon->vfio_user_path_ = daemon->dir_ + "/v.sock";
   std::vector<std::string> argv = {BinaryPath(), "--device=" + DeviceName(),
-                                   "--listen=" + daemon->socket_path_};
+                                   "--listen=" + daemon->socket_path_,
+                                   "--vfio-user=" + daemon->vfio_user_path_};
   // The jail and the enforcing seccomp policy are the default and stay on.
   const std::vector<std::string> base = BaseArgs();
   argv.insert(argv.end(), base.begin(), base.end());

@@ -1,5 +1,6 @@
-// DaemonProcess: a real vfiod binary started for a test, listening on a fresh short socket path
-// under /tmp (TEST_TMPDIR is longer than sun_path allows).
+// DaemonProcess: a real vfiod binary started for a test, listening on fresh short socket paths
+// under /tmp (TEST_TMPDIR is longer than sun_path allows): gRPC (and its fd channel) and
+// vfio-user, served together.
 //
 // The binary is $VFIOD_BINARY when set (the VM lab points it at its copy), else the //daemon:vfiod
 // runfile. The device is $VFIOD_DEVICE when set, else "sim:edu". The daemon runs with its
@@ -31,6 +32,7 @@ class DaemonProcess {
   ~DaemonProcess();
 
   const std::string& socket_path() const { return socket_path_; }
+  const std::string& vfio_user_path() const { return vfio_user_path_; }
   pid_t pid() const { return pid_; }
   // The process serving gRPC: the launcher's child under the jail, else pid().
   absl::StatusOr<pid_t> ServingPid() const;
@@ -56,6 +58,7 @@ class DaemonProcess {
   void Exited(int status);
   std::string dir_;
   std::string socket_path_;
+  std::string vfio_user_path_;
   pid_t pid_ = -1;
   bool exited_ = false;
   int exit_status_ = 0;

@@ -37,6 +37,10 @@ struct PciDevice::State {
   std::unique_ptr<IrqManager> irqs;
   absl::Mutex device_mu;
 
+  // Stops the device from starting DMA (and MSI writes), so no transfer races the teardown of
+  // the mappings it would use. Failures are logged.
+  void ClearBusMaster();
+
   // The region `index` for a client access of `size` bytes at `offset`.
   absl::StatusOr<const RegionInfo*> CheckRegionAccess(absl::string_view operation, uint32_t index,
                                                       uint64_t offset, uint64_t size,
@@ -71,6 +75,18 @@ absl::StatusOr<const RegionInfo*> PciDevice::State::CheckRegionAccess(
                                               " bytes"));
   }
   return &region;
+}
+
+void PciDevice::State::ClearBusMaster() {
+  absl::WriterMutexLock lock(&device_mu);
+  absl::StatusOr<uint32_t> command = ReadConfigRegister(*backend, PCI_COMMAND, 2);
+  absl::Status status = command.status();
+  if (command.ok() && (*command & PCI_COMMAND_MASTER) != 0) {
+    status = WriteConfigRegister(*backend, PCI_COMMAND, 2, *command & ~PCI_COMMAND_MASTER);
+  }
+  if (!status.ok()) {
+    LogError("owner loss: clearing bus mastering failed", {{"error", status.ToString()}});
+  }
 }
 
 PciDevice::PciDevice() : state_(std::make_unique<State>()) {}
@@ -207,20 +223,25 @@ DeviceSnapshot PciDevice::Snapshot() const {
   return snapshot;
 }
 
+void PciDevice::RegisterOwnerCleanup(OwnerCleanup& cleanup) {
+  State* s = state_.get();
+  cleanup.Register(OwnerCleanup::Stage::kQuiesce, "bus mastering off",
+                   [s] { s->ClearBusMaster(); });
+  cleanup.Register(OwnerCleanup::Stage::kInterrupts, "IRQ triggers", [s] {
+    absl::WriterMutexLock lock(&s->device_mu);
+    s->irqs->DisableAll();
+  });
+  cleanup.Register(OwnerCleanup::Stage::kDma, "DMA mappings and memory",
+                   [s] { s->dma->ReleaseAll(); });
+}
+
 void PciDevice::ReleaseOwnerResources() {
   State& s = *state_;
-  absl::WriterMutexLock lock(&s.device_mu);
-  // Stop the device from starting DMA (and MSI writes) first, so no transfer races the
-  // teardown of the mappings it would use.
-  absl::StatusOr<uint32_t> command = ReadConfigRegister(*s.backend, PCI_COMMAND, 2);
-  absl::Status status = command.status();
-  if (command.ok() && (*command & PCI_COMMAND_MASTER) != 0) {
-    status = WriteConfigRegister(*s.backend, PCI_COMMAND, 2, *command & ~PCI_COMMAND_MASTER);
+  s.ClearBusMaster();
+  {
+    absl::WriterMutexLock lock(&s.device_mu);
+    s.irqs->DisableAll();
   }
-  if (!status.ok()) {
-    LogError("owner loss: clearing bus mastering failed", {{"error", status.ToString()}});
-  }
-  s.irqs->DisableAll();
   s.dma->ReleaseAll();
 }
 

@@ -6,8 +6,9 @@
 // whose message names the operation and the offending value, and leaves the state unchanged
 // when it fails. It never CHECKs, asserts or aborts on an argument.
 //
-// Owner-scoped resources (registered memory, DMA mappings, IRQ triggers) are released together
-// by ReleaseOwnerResources() when the owner goes away.
+// Owner-scoped resources (registered memory, DMA mappings, IRQ triggers) are released when the
+// owner goes away: RegisterOwnerCleanup() registers their release with the daemon's
+// OwnerCleanup, which the session layer runs.
 //
 // Thread-safety: all methods are thread-safe. Mutating calls are serialised internally; reads
 // of config space and regions run concurrently with each other.
@@ -27,6 +28,7 @@
 #include "absl/types/span.h"
 #include "daemon/backend/device_backend.h"
 #include "daemon/base/event_fd.h"
+#include "daemon/base/owner_cleanup.h"
 #include "daemon/base/unique_fd.h"
 #include "daemon/pci/irq_types.h"
 
@@ -141,9 +143,13 @@ class PciDevice {
 
   DeviceSnapshot Snapshot() const;
 
-  // Owner loss: clears bus mastering in the command register (so the device starts no more
-  // DMA), disables every IRQ index, unmaps every DMA mapping, unregisters all memory. Never
-  // fails half-way: each step is attempted and failures are logged.
+  // Registers the release of the owner's device state: bus mastering cleared in the command
+  // register, so the device starts no more DMA (Stage::kQuiesce); every IRQ index disabled
+  // (kInterrupts); every DMA mapping unmapped, then all memory unregistered (kDma). Each step
+  // is attempted and failures are logged. Call once; `cleanup` must not outlive the device.
+  void RegisterOwnerCleanup(OwnerCleanup& cleanup);
+
+  // All of the above at once, in that order (for callers without an OwnerCleanup: tests).
   void ReleaseOwnerResources();
 
  private:

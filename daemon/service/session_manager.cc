@@ -50,8 +50,11 @@ std::optional<FdTokenBytes> FdTokenFromHex(absl::string_view hex) {
   return token;
 }
 
-SessionManager::SessionManager(PciDevice* device, SessionOptions options)
-    : device_(device), options_(std::move(options)) {}
+SessionManager::SessionManager(OwnerCleanup* cleanup, SessionOptions options)
+    : cleanup_(cleanup), options_(std::move(options)) {
+  cleanup_->Register(OwnerCleanup::Stage::kSession, "owner's unused fd tokens",
+                     [this] { DropOwnerTokens(); });
+}
 
 SessionManager::~SessionManager() = default;
 
@@ -124,7 +127,7 @@ void SessionManager::LoseOwner(ConnectionId id, absl::string_view reason) {
   // cleared only once its resources are gone, so that nobody (GetState, a new ClaimOwnership)
   // sees the device unowned while DMA mappings or IRQs are still being torn down: on real VFIO
   // that takes milliseconds (found in the VM lab).
-  device_->ReleaseOwnerResources();
+  cleanup_->Run(reason);
   {
     absl::MutexLock lock(&mu_);
     owner_.reset();
@@ -244,10 +247,12 @@ void SessionManager::OnConnectionOpened(ConnectionId id, const PeerCredentials& 
 }
 
 void SessionManager::OnConnectionClosed(ConnectionId id) {
-  LoseOwner(id, "connection closed");
   std::vector<FdChannelId> to_close;
   bool spawn_owner_gone = false;
   {
+    // The session ends first, under the lock that ClaimOwnership holds: a claim that has not
+    // yet taken it finds no session, and one that did made this connection the owner, which
+    // LoseOwner below undoes. Either way no closed connection stays the owner.
     absl::MutexLock lock(&mu_);
     auto session = sessions_.find(id);
     if (session == sessions_.end()) return;
@@ -260,10 +265,19 @@ void SessionManager::OnConnectionClosed(ConnectionId id) {
       }
     }
   }
+  LoseOwner(id, "connection closed");
   if (transport_ != nullptr) {
     for (FdChannelId channel : to_close) transport_->CloseFdChannel(channel);
   }
   if (spawn_owner_gone && options_.on_spawn_owner_gone) options_.on_spawn_owner_gone();
+}
+
+void SessionManager::DropOwnerTokens() {
+  absl::MutexLock lock(&mu_);
+  if (!owner_.has_value()) return;
+  for (auto& [channel_id, channel] : channels_) {
+    if (channel.bound_to.has_value() && *channel.bound_to == *owner_) channel.fds.clear();
+  }
 }
 
 void SessionManager::OnFdChannelOpened(FdChannelId id, const FdChannelKey& key,

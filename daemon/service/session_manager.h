@@ -6,9 +6,11 @@
 // started finishes before the owner's resources are released, and no owner call can start
 // after the loss — nothing a lost owner did can outlive the cleanup.
 //
-// Owner loss happens when the owner's connection closes, when an fd channel bound to the owner
-// closes, or on ReleaseOwnership. It disables IRQs, unmaps DMA, unregisters memory and clears
-// bus mastering (PciDevice::ReleaseOwnerResources), then the daemon keeps serving.
+// A session is any protocol's connection: a gRPC connection, or a vfio-user connection (which
+// claims ownership at its VERSION handshake). Owner loss happens when the owner's connection
+// closes, when an fd channel bound to the owner closes, or on ReleaseOwnership. It runs the
+// daemon's OwnerCleanup (every owner-scoped release registered there: IRQs, DMA, memory, bus
+// mastering, tokens, protocol state), then the daemon keeps serving.
 //
 // Fd tokens: each fd received on an fd channel gets a 128-bit random token, usable only by the
 // session the channel is bound to, once (TakeFd). Unbound channels' fds are held until the
@@ -34,8 +36,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/base/owner_cleanup.h"
 #include "daemon/base/unique_fd.h"
-#include "daemon/pci/pci_device.h"
 #include "daemon/transport/transport.h"
 
 namespace vfiod {
@@ -52,7 +54,9 @@ struct SessionOptions {
 
 class SessionManager : public TransportEvents {
  public:
-  SessionManager(PciDevice* device, SessionOptions options);
+  // `cleanup` runs at every owner loss; the manager registers the release of the owner's
+  // unused fd tokens there (Stage::kSession). It must outlive the manager.
+  SessionManager(OwnerCleanup* cleanup, SessionOptions options);
   ~SessionManager() override;
 
   // Must be called before the transport starts; used to close fd channels of ended sessions.
@@ -116,6 +120,8 @@ class SessionManager : public TransportEvents {
     PeerCredentials peer;
     bool spawn_owner = false;
   };
+  // Drops the unused fds of every channel bound to the owner (an OwnerCleanup release).
+  void DropOwnerTokens();
   struct Channel {
     FdChannelKey key;
     PeerCredentials peer;
@@ -126,7 +132,7 @@ class SessionManager : public TransportEvents {
   // Ends ownership of `id` if it is the owner. Takes owner_mu_ exclusively.
   void LoseOwner(ConnectionId id, absl::string_view reason);
 
-  PciDevice* const device_;
+  OwnerCleanup* const cleanup_;
   const SessionOptions options_;
   Transport* transport_ = nullptr;
 

@@ -34,8 +34,7 @@ namespace {
 // What an epoll event is about: the kind in the top byte, an id below.
 enum class Tag : uint64_t {
   kWake = 1,
-  kStreamListener = 2,
-  kSeqPacketListener = 3,
+  kListener = 2,  // id: index in listeners_
   kConnection = 4,
   kFdChannel = 5,
   kPending = 6,
@@ -93,13 +92,15 @@ class TransportImpl final : public Transport {
  public:
   TransportImpl(TransportOptions options, TransportEvents* events)
       : listen_path_(std::move(options.listen_path)),
+        vfio_user_path_(std::move(options.vfio_user_path)),
         socket_mode_(options.socket_mode),
         allowed_uids_(std::move(options.allowed_uids)),
-        max_connections_(options.max_connections),
-        max_fd_channels_(options.max_fd_channels),
+        registry_(options.registry),
+        vfio_user_(options.vfio_user),
         events_(events),
         spawn_connection_(std::move(options.spawn_connection)),
-        spawn_fd_channel_(std::move(options.spawn_fd_channel)) {}
+        spawn_fd_channel_(std::move(options.spawn_fd_channel)),
+        spawn_vfio_user_(std::move(options.spawn_vfio_user)) {}
 
   ~TransportImpl() override { Shutdown(); }
 
@@ -113,24 +114,28 @@ class TransportImpl final : public Transport {
 
  private:
   struct Listener {
-    explicit Listener(UnixListener socket, Tag tag) : socket(std::move(socket)), tag(tag) {}
+    Listener(UnixListener socket, Protocol protocol)
+        : socket(std::move(socket)), protocol(protocol) {}
     UnixListener socket;
-    Tag tag;
+    Protocol protocol;
     bool paused = false;
     absl::Time resume_at;
   };
   struct Connection {
     int grpc_fd;      // the number gRPC owns; the key of "fd:N"
     UniqueFd watch;   // our duplicate, watched for EPOLLRDHUP only
+    ConnectionSlot slot;
   };
   struct Channel {
     UniqueFd fd;
+    ConnectionSlot slot;
   };
-  // An accepted connection waiting for the HTTP/2 client preface.
+  // An accepted gRPC connection waiting for the HTTP/2 client preface.
   struct Pending {
     UniqueFd fd;
     PeerCredentials peer;
     absl::Time deadline;
+    ConnectionSlot slot;
   };
 
   absl::Status EpollAdd(const UniqueFd& fd, uint32_t events, uint64_t tag);
@@ -143,12 +148,17 @@ class TransportImpl final : public Transport {
   int EpollTimeoutMs() const;
   void ResumeListeners();
   bool DrainWake();
+  absl::Status AddListener(const std::string& path, UnixSocketKind kind, Protocol protocol);
+  void PauseListener(Listener& listener);
   void HandleListener(Listener& listener);
+  // The registry entry for a new connection, or an invalid slot (logged) when a quota is full.
+  ConnectionSlot Admit(Protocol protocol, const PeerCredentials& peer);
   std::optional<ConnectionId> AddConnection(UniqueFd fd, const PeerCredentials& peer,
-                                            bool spawn_owner);
+                                            bool spawn_owner, ConnectionSlot slot);
   void AddFdChannel(UniqueFd fd, const PeerCredentials& peer,
                     std::optional<ConnectionId> bound_to);
   void AddPending(UniqueFd fd, const PeerCredentials& peer);
+  void AdoptVfioUser(UniqueFd fd, const PeerCredentials& peer, bool spawned);
   void ServePending(uint64_t id, uint32_t epoll_events);
   void ExpirePending();
   void CloseConnection(ConnectionId id, absl::string_view reason);
@@ -158,21 +168,23 @@ class TransportImpl final : public Transport {
 
   // Fixed after Init().
   const std::string listen_path_;
+  const std::string vfio_user_path_;
   const mode_t socket_mode_;
   const std::vector<uid_t> allowed_uids_;
-  const uint32_t max_connections_;
-  const uint32_t max_fd_channels_;
+  ConnectionRegistry* const registry_;
+  ConnectionHandler* const vfio_user_;
   TransportEvents* const events_;
-  std::optional<Listener> stream_listener_;
-  std::optional<Listener> seqpacket_listener_;
+  std::vector<Listener> listeners_;
   UniqueFd epoll_;
   UniqueFd wake_;
 
   // Handed to the event thread at its start.
   UniqueFd spawn_connection_;
   UniqueFd spawn_fd_channel_;
+  UniqueFd spawn_vfio_user_;
   PeerCredentials spawn_connection_peer_;
   PeerCredentials spawn_fd_channel_peer_;
+  PeerCredentials spawn_vfio_user_peer_;
 
   absl::Mutex lifecycle_mu_;
   bool started_ ABSL_GUARDED_BY(lifecycle_mu_) = false;
@@ -189,50 +201,62 @@ class TransportImpl final : public Transport {
   // Event thread only.
   std::map<ConnectionId, Connection> connections_;
   std::map<FdChannelId, Channel> channels_;
-  std::map<uint64_t, Pending> pending_;
-  uint64_t next_pending_id_ = 1;
-  ConnectionId next_connection_id_ = 1;
-  FdChannelId next_channel_id_ = 1;
+  std::map<ConnectionId, Pending> pending_;
 };
+
+absl::StatusOr<PeerCredentials> CheckInheritedSocket(UniqueFd& fd, UnixSocketKind kind) {
+  VFIOD_RETURN_IF_ERROR(CheckUnixSocketKind(fd, kind));
+  VFIOD_RETURN_IF_ERROR(SetNonBlocking(fd));
+  VFIOD_ASSIGN_OR_RETURN(UnixPeerCredentials credentials, GetUnixPeerCredentials(fd));
+  return ToPeer(credentials);
+}
+
+absl::Status TransportImpl::AddListener(const std::string& path, UnixSocketKind kind,
+                                        Protocol protocol) {
+  VFIOD_RETURN_IF_ERROR(CheckUnixSocketPath(path));
+  VFIOD_ASSIGN_OR_RETURN(UnixListener socket, UnixListener::Bind(path, kind, socket_mode_));
+  listeners_.emplace_back(std::move(socket), protocol);
+  return absl::OkStatus();
+}
 
 absl::Status TransportImpl::Init() {
   if (spawn_connection_.valid()) {
-    VFIOD_RETURN_IF_ERROR(CheckUnixSocketKind(spawn_connection_, UnixSocketKind::kStream));
-    VFIOD_RETURN_IF_ERROR(SetNonBlocking(spawn_connection_));
-    VFIOD_ASSIGN_OR_RETURN(UnixPeerCredentials credentials,
-                           GetUnixPeerCredentials(spawn_connection_));
-    spawn_connection_peer_ = ToPeer(credentials);
+    VFIOD_ASSIGN_OR_RETURN(spawn_connection_peer_,
+                           CheckInheritedSocket(spawn_connection_, UnixSocketKind::kStream));
   }
   if (spawn_fd_channel_.valid()) {
-    VFIOD_RETURN_IF_ERROR(CheckUnixSocketKind(spawn_fd_channel_, UnixSocketKind::kSeqPacket));
-    VFIOD_RETURN_IF_ERROR(SetNonBlocking(spawn_fd_channel_));
-    VFIOD_ASSIGN_OR_RETURN(UnixPeerCredentials credentials,
-                           GetUnixPeerCredentials(spawn_fd_channel_));
-    spawn_fd_channel_peer_ = ToPeer(credentials);
+    VFIOD_ASSIGN_OR_RETURN(spawn_fd_channel_peer_,
+                           CheckInheritedSocket(spawn_fd_channel_, UnixSocketKind::kSeqPacket));
   }
-
+  if (spawn_vfio_user_.valid()) {
+    VFIOD_ASSIGN_OR_RETURN(spawn_vfio_user_peer_,
+                           CheckInheritedSocket(spawn_vfio_user_, UnixSocketKind::kStream));
+  }
+  // Every path is checked before any socket file is created.
+  const std::string fd_channel_path =
+      listen_path_.empty() ? "" : absl::StrCat(listen_path_, kFdChannelSuffix);
+  for (const std::string* path : {&listen_path_, &fd_channel_path, &vfio_user_path_}) {
+    if (!path->empty()) VFIOD_RETURN_IF_ERROR(CheckUnixSocketPath(*path));
+  }
   if (!listen_path_.empty()) {
-    const std::string fd_channel_path = absl::StrCat(listen_path_, kFdChannelSuffix);
-    VFIOD_RETURN_IF_ERROR(CheckUnixSocketPath(listen_path_));
-    VFIOD_RETURN_IF_ERROR(CheckUnixSocketPath(fd_channel_path));
-    VFIOD_ASSIGN_OR_RETURN(UnixListener stream,
-                           UnixListener::Bind(listen_path_, UnixSocketKind::kStream,
-                                              socket_mode_));
-    VFIOD_ASSIGN_OR_RETURN(UnixListener seqpacket,
-                           UnixListener::Bind(fd_channel_path, UnixSocketKind::kSeqPacket,
-                                              socket_mode_));
-    stream_listener_.emplace(std::move(stream), Tag::kStreamListener);
-    seqpacket_listener_.emplace(std::move(seqpacket), Tag::kSeqPacketListener);
-    std::string uids;
-    for (uid_t uid : allowed_uids_) absl::StrAppend(&uids, uids.empty() ? "" : ",", uid);
-    LogInfo("listening", {{"socket", listen_path_},
-                          {"fd_channel", fd_channel_path},
-                          {"mode", absl::StrFormat("%04o", socket_mode_ & 07777)},
-                          {"allowed_uids", uids}});
-    if (allowed_uids_.empty()) {
-      LogWarning("no uid is allowed to connect: every listen-mode connection will be refused",
-                 {{"socket", listen_path_}});
-    }
+    VFIOD_RETURN_IF_ERROR(AddListener(listen_path_, UnixSocketKind::kStream, Protocol::kGrpc));
+    VFIOD_RETURN_IF_ERROR(
+        AddListener(fd_channel_path, UnixSocketKind::kSeqPacket, Protocol::kFdChannel));
+  }
+  if (!vfio_user_path_.empty()) {
+    VFIOD_RETURN_IF_ERROR(
+        AddListener(vfio_user_path_, UnixSocketKind::kStream, Protocol::kVfioUser));
+  }
+  if (listeners_.empty()) return absl::OkStatus();
+  std::string uids;
+  for (uid_t uid : allowed_uids_) absl::StrAppend(&uids, uids.empty() ? "" : ",", uid);
+  LogInfo("listening", {{"socket", listen_path_.empty() ? "-" : listen_path_},
+                        {"fd_channel", fd_channel_path.empty() ? "-" : fd_channel_path},
+                        {"vfio_user", vfio_user_path_.empty() ? "-" : vfio_user_path_},
+                        {"mode", absl::StrFormat("%04o", socket_mode_ & 07777)},
+                        {"allowed_uids", uids}});
+  if (allowed_uids_.empty()) {
+    LogWarning("no uid is allowed to connect: every listen-mode connection will be refused");
   }
   return absl::OkStatus();
 }
@@ -271,13 +295,8 @@ absl::Status TransportImpl::Start(grpc::Server* server) {
     wake_.Reset(wake_fd);
   }
   VFIOD_RETURN_IF_ERROR(EpollAdd(wake_, EPOLLIN, MakeTag(Tag::kWake)));
-  if (stream_listener_.has_value()) {
-    VFIOD_RETURN_IF_ERROR(
-        EpollAdd(stream_listener_->socket.fd(), EPOLLIN, MakeTag(Tag::kStreamListener)));
-  }
-  if (seqpacket_listener_.has_value()) {
-    VFIOD_RETURN_IF_ERROR(
-        EpollAdd(seqpacket_listener_->socket.fd(), EPOLLIN, MakeTag(Tag::kSeqPacketListener)));
+  for (size_t i = 0; i < listeners_.size(); ++i) {
+    VFIOD_RETURN_IF_ERROR(EpollAdd(listeners_[i].socket.fd(), EPOLLIN, MakeTag(Tag::kListener, i)));
   }
   started_ = true;
   server_ = server;
@@ -287,10 +306,10 @@ absl::Status TransportImpl::Start(grpc::Server* server) {
 
 std::vector<UniqueFd*> TransportImpl::FdsForJail() {
   std::vector<UniqueFd*> fds;
-  if (stream_listener_.has_value()) fds.push_back(stream_listener_->socket.mutable_fd());
-  if (seqpacket_listener_.has_value()) fds.push_back(seqpacket_listener_->socket.mutable_fd());
-  if (spawn_connection_.valid()) fds.push_back(&spawn_connection_);
-  if (spawn_fd_channel_.valid()) fds.push_back(&spawn_fd_channel_);
+  for (Listener& listener : listeners_) fds.push_back(listener.socket.mutable_fd());
+  for (UniqueFd* spawned : {&spawn_connection_, &spawn_fd_channel_, &spawn_vfio_user_}) {
+    if (spawned->valid()) fds.push_back(spawned);
+  }
   return fds;
 }
 
@@ -333,12 +352,11 @@ void TransportImpl::Shutdown() {
   RequestStop();
   if (thread_.joinable()) thread_.join();
   // Closes the listeners and removes their files (if still ours).
-  if (stream_listener_.has_value()) stream_listener_->socket.Close();
-  if (seqpacket_listener_.has_value()) seqpacket_listener_->socket.Close();
-  stream_listener_.reset();
-  seqpacket_listener_.reset();
+  for (Listener& listener : listeners_) listener.socket.Close();
+  listeners_.clear();
   spawn_connection_.Reset();
   spawn_fd_channel_.Reset();
+  spawn_vfio_user_.Reset();
   channels_.clear();
   connections_.clear();
   {
@@ -349,7 +367,7 @@ void TransportImpl::Shutdown() {
     wake_.Reset();
   }
   epoll_.Reset();
-  if (!listen_path_.empty()) LogInfo("transport stopped", {{"socket", listen_path_}});
+  LogInfo("transport stopped");
 }
 
 bool TransportImpl::UidAllowed(uid_t uid) const {
@@ -358,9 +376,16 @@ bool TransportImpl::UidAllowed(uid_t uid) const {
 
 void TransportImpl::Run() {
   event_thread_id_.store(std::this_thread::get_id());
+  if (spawn_vfio_user_.valid()) {
+    AdoptVfioUser(std::move(spawn_vfio_user_), spawn_vfio_user_peer_, /*spawned=*/true);
+  }
   if (spawn_connection_.valid()) {
-    std::optional<ConnectionId> owner =
-        AddConnection(std::move(spawn_connection_), spawn_connection_peer_, true);
+    std::optional<ConnectionId> owner = std::nullopt;
+    ConnectionSlot slot = Admit(Protocol::kGrpc, spawn_connection_peer_);
+    if (slot.valid()) {
+      owner = AddConnection(std::move(spawn_connection_), spawn_connection_peer_, true,
+                            std::move(slot));
+    }
     if (spawn_fd_channel_.valid()) {
       if (owner.has_value()) {
         AddFdChannel(std::move(spawn_fd_channel_), spawn_fd_channel_peer_, owner);
@@ -388,11 +413,8 @@ void TransportImpl::Run() {
         case Tag::kWake:
           stop = DrainWake() || stop;
           break;
-        case Tag::kStreamListener:
-          if (stream_listener_.has_value()) HandleListener(*stream_listener_);
-          break;
-        case Tag::kSeqPacketListener:
-          if (seqpacket_listener_.has_value()) HandleListener(*seqpacket_listener_);
+        case Tag::kListener:
+          if (id < listeners_.size()) HandleListener(listeners_[id]);
           break;
         case Tag::kConnection:
           // Only EPOLLRDHUP, EPOLLHUP or EPOLLERR are possible: the peer is gone, or gRPC shut
@@ -416,9 +438,9 @@ void TransportImpl::Run() {
 
 int TransportImpl::EpollTimeoutMs() const {
   std::optional<absl::Time> earliest;
-  for (const std::optional<Listener>* l : {&stream_listener_, &seqpacket_listener_}) {
-    if (l->has_value() && (*l)->paused) {
-      if (!earliest.has_value() || (*l)->resume_at < *earliest) earliest = (*l)->resume_at;
+  for (const Listener& listener : listeners_) {
+    if (listener.paused && (!earliest.has_value() || listener.resume_at < *earliest)) {
+      earliest = listener.resume_at;
     }
   }
   for (const auto& [id, pending] : pending_) {
@@ -431,15 +453,16 @@ int TransportImpl::EpollTimeoutMs() const {
 
 void TransportImpl::ResumeListeners() {
   const absl::Time now = absl::Now();
-  for (std::optional<Listener>* l : {&stream_listener_, &seqpacket_listener_}) {
-    if (!l->has_value() || !(*l)->paused || (*l)->resume_at > now) continue;
+  for (size_t i = 0; i < listeners_.size(); ++i) {
+    Listener& listener = listeners_[i];
+    if (!listener.paused || listener.resume_at > now) continue;
     epoll_event event;
     event.events = EPOLLIN;
-    event.data.u64 = MakeTag((*l)->tag);
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, (*l)->socket.fd().get(), &event) == 0) {
-      (*l)->paused = false;
+    event.data.u64 = MakeTag(Tag::kListener, i);
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, listener.socket.fd().get(), &event) == 0) {
+      listener.paused = false;
     } else {
-      (*l)->resume_at = now + kAcceptPause;
+      listener.resume_at = now + kAcceptPause;
     }
   }
 }
@@ -458,21 +481,25 @@ bool TransportImpl::DrainWake() {
   return stop;
 }
 
+void TransportImpl::PauseListener(Listener& listener) {
+  // Level-triggered: a listener whose accept fails (EMFILE and the like) would spin the loop.
+  epoll_event event;
+  event.events = 0;
+  event.data.u64 = MakeTag(Tag::kListener, &listener - listeners_.data());
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, listener.socket.fd().get(), &event);
+  listener.paused = true;
+  listener.resume_at = absl::Now() + kAcceptPause;
+}
+
 void TransportImpl::HandleListener(Listener& listener) {
-  const bool is_stream = listener.tag == Tag::kStreamListener;
-  const char* kind = is_stream ? "grpc" : "fd_channel";
+  const std::string kind(ProtocolName(listener.protocol));
   for (int i = 0; i < kMaxAcceptsPerWakeup; ++i) {
     absl::StatusOr<UniqueFd> accepted = AcceptUnixConnection(listener.socket.fd());
     if (!accepted.ok()) {
       LogWarning("accept failed; pausing the listener",
                  {{"socket", listener.socket.path()},
                   {"error", std::string(accepted.status().message())}});
-      epoll_event event;
-      event.events = 0;
-      event.data.u64 = MakeTag(listener.tag);
-      ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, listener.socket.fd().get(), &event);
-      listener.paused = true;
-      listener.resume_at = absl::Now() + kAcceptPause;
+      PauseListener(listener);
       return;
     }
     if (!accepted->valid()) return;  // nothing more pending
@@ -489,25 +516,45 @@ void TransportImpl::HandleListener(Listener& listener) {
                   {"uid", std::to_string(peer.uid)},
                   {"pid", std::to_string(peer.pid)},
                   {"gid", std::to_string(peer.gid)}});
-      continue;  // `accepted` closes here, before gRPC sees a byte
+      continue;  // `accepted` closes here, before any handler sees a byte
     }
-    if (is_stream) {
-      AddPending(*std::move(accepted), peer);
-    } else {
-      AddFdChannel(*std::move(accepted), peer, std::nullopt);
+    switch (listener.protocol) {
+      case Protocol::kGrpc:
+        AddPending(*std::move(accepted), peer);
+        break;
+      case Protocol::kFdChannel:
+        AddFdChannel(*std::move(accepted), peer, std::nullopt);
+        break;
+      case Protocol::kVfioUser:
+        AdoptVfioUser(*std::move(accepted), peer, /*spawned=*/false);
+        break;
     }
   }
 }
 
+ConnectionSlot TransportImpl::Admit(Protocol protocol, const PeerCredentials& peer) {
+  absl::StatusOr<ConnectionSlot> slot = registry_->Admit(protocol, peer);
+  if (slot.ok()) return *std::move(slot);
+  LogWarning("connection refused", {{"kind", std::string(ProtocolName(protocol))},
+                                    {"reason", std::string(slot.status().message())},
+                                    {"uid", std::to_string(peer.uid)},
+                                    {"pid", std::to_string(peer.pid)}});
+  return ConnectionSlot();
+}
+
+void TransportImpl::AdoptVfioUser(UniqueFd fd, const PeerCredentials& peer, bool spawned) {
+  ConnectionSlot slot = Admit(Protocol::kVfioUser, peer);
+  if (!slot.valid()) return;
+  LogInfo("connection accepted", {{"connection", std::to_string(slot.id())},
+                                  {"kind", "vfio_user"},
+                                  {"uid", std::to_string(peer.uid)},
+                                  {"pid", std::to_string(peer.pid)},
+                                  {"spawned", spawned ? "true" : "false"}});
+  vfio_user_->Adopt(std::move(slot), std::move(fd), peer, spawned);
+}
+
 std::optional<ConnectionId> TransportImpl::AddConnection(UniqueFd fd, const PeerCredentials& peer,
-                                                         bool spawn_owner) {
-  if (connections_.size() >= max_connections_) {
-    LogWarning("connection refused: too many connections",
-               {{"uid", std::to_string(peer.uid)},
-                {"pid", std::to_string(peer.pid)},
-                {"max_connections", std::to_string(max_connections_)}});
-    return std::nullopt;
-  }
+                                                         bool spawn_owner, ConnectionSlot slot) {
   // gRPC hangs every call on a blocking fd; accept4 set it already, inherited fds were set in
   // Init(), but it costs one fcntl to be sure.
   absl::Status nonblocking = SetNonBlocking(fd);
@@ -531,13 +578,13 @@ std::optional<ConnectionId> TransportImpl::AddConnection(UniqueFd fd, const Peer
   }
   if (stale.has_value()) CloseConnection(*stale, "fd number reused");
 
-  const ConnectionId id = next_connection_id_++;
+  const ConnectionId id = slot.id();
   absl::Status watched = EpollAdd(*watch, EPOLLRDHUP, MakeTag(Tag::kConnection, id));
   if (!watched.ok()) {
     LogError("connection refused", {{"error", std::string(watched.message())}});
     return std::nullopt;
   }
-  connections_.emplace(id, Connection{number, *std::move(watch)});
+  connections_.emplace(id, Connection{number, *std::move(watch), std::move(slot)});
   {
     absl::MutexLock lock(&mu_);
     connection_by_fd_[number] = id;
@@ -555,21 +602,16 @@ std::optional<ConnectionId> TransportImpl::AddConnection(UniqueFd fd, const Peer
 }
 
 void TransportImpl::AddPending(UniqueFd fd, const PeerCredentials& peer) {
-  if (connections_.size() + pending_.size() >= max_connections_) {
-    LogWarning("connection refused: too many connections",
-               {{"uid", std::to_string(peer.uid)},
-                {"pid", std::to_string(peer.pid)},
-                {"max_connections", std::to_string(max_connections_)}});
-    return;
-  }
-  const uint64_t id = next_pending_id_++;
+  ConnectionSlot slot = Admit(Protocol::kGrpc, peer);
+  if (!slot.valid()) return;
+  const ConnectionId id = slot.id();
   // Edge-triggered: a partial preface must not wake the loop again until more bytes arrive.
   absl::Status watched = EpollAdd(fd, EPOLLIN | EPOLLRDHUP | EPOLLET, MakeTag(Tag::kPending, id));
   if (!watched.ok()) {
     LogError("connection refused", {{"error", std::string(watched.message())}});
     return;
   }
-  pending_.emplace(id, Pending{std::move(fd), peer, absl::Now() + kPrefaceTimeout});
+  pending_.emplace(id, Pending{std::move(fd), peer, absl::Now() + kPrefaceTimeout, std::move(slot)});
 }
 
 void TransportImpl::ServePending(uint64_t id, uint32_t epoll_events) {
@@ -603,7 +645,8 @@ void TransportImpl::ServePending(uint64_t id, uint32_t epoll_events) {
   }
   // The preface stays in the socket (peeked): gRPC reads it as if it had accepted the
   // connection itself.
-  AddConnection(std::move(pending.fd), pending.peer, /*spawn_owner=*/false);
+  AddConnection(std::move(pending.fd), pending.peer, /*spawn_owner=*/false,
+                std::move(pending.slot));
 }
 
 void TransportImpl::ExpirePending() {
@@ -625,26 +668,21 @@ void TransportImpl::ExpirePending() {
 
 void TransportImpl::AddFdChannel(UniqueFd fd, const PeerCredentials& peer,
                                  std::optional<ConnectionId> bound_to) {
-  if (channels_.size() >= max_fd_channels_) {
-    LogWarning("fd channel refused: too many fd channels",
-               {{"uid", std::to_string(peer.uid)},
-                {"pid", std::to_string(peer.pid)},
-                {"max_fd_channels", std::to_string(max_fd_channels_)}});
-    return;
-  }
+  ConnectionSlot slot = Admit(Protocol::kFdChannel, peer);
+  if (!slot.valid()) return;
   FdChannelKey key;
   absl::Status random = FillRandom(absl::MakeSpan(key));
   if (!random.ok()) {
     LogError("fd channel refused: no key", {{"error", std::string(random.message())}});
     return;
   }
-  const FdChannelId id = next_channel_id_++;
+  const FdChannelId id = slot.id();
   absl::Status watched = EpollAdd(fd, EPOLLIN | EPOLLRDHUP, MakeTag(Tag::kFdChannel, id));
   if (!watched.ok()) {
     LogError("fd channel refused", {{"error", std::string(watched.message())}});
     return;
   }
-  auto [it, inserted] = channels_.emplace(id, Channel{std::move(fd)});
+  auto [it, inserted] = channels_.emplace(id, Channel{std::move(fd), std::move(slot)});
   LogInfo("fd channel opened",
           {{"fd_channel", std::to_string(id)},
            {"uid", std::to_string(peer.uid)},
@@ -722,9 +760,16 @@ void TransportImpl::CloseEverything() {
 absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(TransportOptions options,
                                                              TransportEvents* events) {
   if (events == nullptr) return absl::InvalidArgumentError("Transport::Create: events is null");
-  if (options.listen_path.empty() && !options.spawn_connection.valid()) {
-    return absl::InvalidArgumentError(
-        "Transport::Create: neither a listen path nor a spawn connection");
+  if (options.registry == nullptr) {
+    return absl::InvalidArgumentError("Transport::Create: registry is null");
+  }
+  if (options.listen_path.empty() && options.vfio_user_path.empty() &&
+      !options.spawn_connection.valid() && !options.spawn_vfio_user.valid()) {
+    return absl::InvalidArgumentError("Transport::Create: no listen path and no spawn socket");
+  }
+  if ((!options.vfio_user_path.empty() || options.spawn_vfio_user.valid()) &&
+      options.vfio_user == nullptr) {
+    return absl::InvalidArgumentError("Transport::Create: vfio-user without a handler");
   }
   if (options.spawn_fd_channel.valid() && !options.spawn_connection.valid()) {
     return absl::InvalidArgumentError(

@@ -1,21 +1,29 @@
-// Transport: how clients reach vfiod. Owns every socket; hands gRPC connections to a
-// grpc::Server that has no listening port of its own; runs the fd channel.
+// Transport: how clients reach vfiod. Owns every listening socket, admits each connection to
+// the ConnectionRegistry and hands it to its protocol's handler:
+//  - gRPC: held until the HTTP/2 client preface arrives, then handed to a grpc::Server that has
+//    no listening port of its own, and watched for the peer's hang-up (on the event thread);
+//  - fd channel: served on the event thread (hello, fd batches, tokens);
+//  - vfio-user: handed to a ConnectionHandler that serves it on threads of its own.
+// Adding a protocol means a listener, a Protocol value and a handler; the accept path, the
+// uid check and the quotas are shared.
 //
-// Two ways in, usable together:
+// Ways in, usable together:
 //  - listen mode: a UNIX stream socket at `listen_path` for gRPC and a SOCK_SEQPACKET socket at
-//    `listen_path + ".fds"` for the fd channel. Both are created with `socket_mode`; a stale
-//    socket file (nothing accepts on it) is replaced, a live one is refused (ALREADY_EXISTS).
-//    Every accepted connection's SO_PEERCRED uid must be in `allowed_uids`, or it is closed
-//    before gRPC sees a byte.
-//  - spawn mode: a connected stream socket inherited from the VMM (`spawn_connection`), whose
-//    peer is the owner, and optionally a connected seqpacket socket for its fd channel
-//    (`spawn_fd_channel`), bound to that connection from the start.
+//    `listen_path + ".fds"` for the fd channel; a UNIX stream socket at `vfio_user_path` for
+//    vfio-user. All are created with `socket_mode`; a stale socket file (nothing accepts on it)
+//    is replaced, a live one is refused (ALREADY_EXISTS). Every accepted connection's
+//    SO_PEERCRED uid must be in `allowed_uids`, or it is closed before any handler sees a byte.
+//  - spawn mode: connected sockets inherited from the VMM: a gRPC stream socket
+//    (`spawn_connection`, whose peer is the owner) with optionally its fd channel
+//    (`spawn_fd_channel`, bound to it from the start); and/or a vfio-user stream socket
+//    (`spawn_vfio_user`).
 //
-// Connections get a ConnectionId, never reused. gRPC identifies a call's connection only by
-// ServerContext::peer() ("fd:N"); ConnectionForPeer() maps it back. The transport keeps a
-// duplicate of each connection fd and watches it for the peer's hang-up, so connection loss is
-// reported directly (OnConnectionClosed), and a stale entry for fd number N is always closed
-// before a new connection with number N is registered.
+// Connections get a ConnectionId from the registry (one id space for every protocol, never
+// reused). gRPC identifies a call's connection only by ServerContext::peer() ("fd:N");
+// ConnectionForPeer() maps it back. The transport keeps a duplicate of each gRPC connection fd
+// and watches it for the peer's hang-up, so connection loss is reported directly
+// (OnConnectionClosed), and a stale entry for fd number N is always closed before a new
+// connection with number N is registered.
 //
 // Fd channels: on connect the daemon sends FdChannelHello with a fresh random key; each
 // FdChannelSend batch (1..kFdChannelMaxFdsPerMessage fds) is passed to OnFdsReceived and its
@@ -25,7 +33,7 @@
 // Details of the implementation (transport.cc) the session layer can rely on:
 //  - An empty `allowed_uids` refuses every listen-mode connection (a warning is logged at
 //    Create). The spawn-mode sockets are not checked: they come from the owner.
-//  - `max_connections` counts the spawn connection; `max_fd_channels` the spawn fd channel.
+//  - The registry's quotas count the spawn-mode sockets too.
 //  - A gRPC connection counts as closed as soon as its socket reports EPOLLRDHUP/EPOLLHUP: the
 //    peer closed or half-closed it (shutdown(SHUT_WR)), or gRPC shut it down itself (it does
 //    so on protocol errors, so such connections are reported too).
@@ -36,10 +44,11 @@
 //
 // Threading: Create() binds the sockets and starts nothing (call it before the jail); it opens
 // no fd but the sockets, which FdsForJail() lists. Start() creates the epoll instance and a wake
-// eventfd and starts one event thread running an epoll loop; all TransportEvents callbacks are made from
-// that thread, one at a time. ConnectionForPeer() is thread-safe. Shutdown() stops the thread
-// and closes every socket the transport still owns; it is idempotent and the destructor calls
-// it.
+// eventfd and starts one event thread running an epoll loop; all TransportEvents callbacks and
+// ConnectionHandler::Adopt calls are made from that thread, one at a time.
+// ConnectionForPeer() is thread-safe. Shutdown() stops the thread and closes every socket the
+// transport still owns; it is idempotent and the destructor calls it. Connections adopted by a
+// ConnectionHandler belong to the handler, which stops them itself.
 #ifndef VFIOD_DAEMON_TRANSPORT_TRANSPORT_H_
 #define VFIOD_DAEMON_TRANSPORT_TRANSPORT_H_
 
@@ -56,6 +65,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "daemon/base/unique_fd.h"
+#include "daemon/transport/connection_registry.h"
 #include "proto/vfiod/v1/fd_channel.h"
 
 namespace grpc {
@@ -64,16 +74,10 @@ class Server;
 
 namespace vfiod {
 
-using ConnectionId = uint64_t;
-using FdChannelId = uint64_t;
+// Fd channels are connections too: their ids come from the same registry.
+using FdChannelId = ConnectionId;
 using FdChannelKey = std::array<uint8_t, v1::kFdChannelKeyBytes>;
 using FdTokenBytes = std::array<uint8_t, v1::kFdTokenBytes>;
-
-struct PeerCredentials {
-  pid_t pid = 0;
-  uid_t uid = 0;
-  gid_t gid = 0;
-};
 
 // Implemented by the session layer. Called on the transport's event thread only.
 class TransportEvents {
@@ -95,14 +99,29 @@ class TransportEvents {
   virtual void OnFdChannelClosed(FdChannelId id) = 0;
 };
 
+// A protocol served outside the transport's event thread (vfio-user).
+class ConnectionHandler {
+ public:
+  virtual ~ConnectionHandler() = default;
+  // Takes an admitted connection (uid checked, unless `spawned`: inherited from whoever started
+  // the daemon). The handler keeps `slot` while it serves the connection; destroying it
+  // releases the registry entry. Called on the transport's event thread; must not block.
+  virtual void Adopt(ConnectionSlot slot, UniqueFd socket, const PeerCredentials& peer,
+                     bool spawned) = 0;
+};
+
 struct TransportOptions {
-  std::string listen_path;  // empty: no listening sockets
+  std::string listen_path;     // empty: no gRPC/fd-channel listening sockets
+  std::string vfio_user_path;  // empty: no vfio-user listening socket
   mode_t socket_mode = 0600;
   std::vector<uid_t> allowed_uids;  // empty: every listen-mode connection is refused
   UniqueFd spawn_connection;  // invalid: none
   UniqueFd spawn_fd_channel;  // invalid: none
-  uint32_t max_connections = 64;   // further connections are closed at once
-  uint32_t max_fd_channels = 64;
+  UniqueFd spawn_vfio_user;   // invalid: none
+  // Required. Admits every connection; must outlive the transport.
+  ConnectionRegistry* registry = nullptr;
+  // Required with `vfio_user_path` or `spawn_vfio_user`; must outlive the transport.
+  ConnectionHandler* vfio_user = nullptr;
 };
 
 class Transport {

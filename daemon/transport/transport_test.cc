@@ -286,10 +286,16 @@ class TransportTest : public ::testing::Test {
     TransportOptions options;
     options.listen_path = path_;
     options.allowed_uids = {::getuid()};
+    options.registry = &registry_;
     return options;
   }
 
+  // Starts a transport with `options`; a null registry means one with `quotas_`.
   void StartTransport(TransportOptions options) {
+    if (options.registry == nullptr || options.registry == &registry_) {
+      quota_registry_ = std::make_unique<ConnectionRegistry>(quotas_);
+      options.registry = quota_registry_.get();
+    }
     absl::StatusOr<std::unique_ptr<Transport>> transport =
         Transport::Create(std::move(options), &events_);
     ASSERT_TRUE(transport.ok()) << transport.status();
@@ -400,6 +406,9 @@ class TransportTest : public ::testing::Test {
   std::string path_;
   RecordingEvents events_;
   PeerService peer_service_;
+  ConnectionQuotas quotas_;
+  ConnectionRegistry registry_{ConnectionQuotas{}};  // for options that are never started
+  std::unique_ptr<ConnectionRegistry> quota_registry_;  // the started transport's
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<Transport> transport_;
 };
@@ -465,6 +474,7 @@ TEST_F(TransportTest, NonSocketPathIsRefused) {
 
 TEST_F(TransportTest, CreateValidatesOptions) {
   TransportOptions nothing;
+  nothing.registry = &registry_;
   EXPECT_EQ(Transport::Create(std::move(nothing), &events_).status().code(),
             absl::StatusCode::kInvalidArgument);
   TransportOptions too_long = ListenOptions();
@@ -486,6 +496,7 @@ TEST_F(TransportTest, CreateValidatesOptions) {
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
   UniqueFd other2(pair[1]);
   TransportOptions wrong_kind;
+  wrong_kind.registry = &registry_;
   wrong_kind.spawn_connection = UniqueFd(pair[0]);
   EXPECT_EQ(Transport::Create(std::move(wrong_kind), &events_).status().code(),
             absl::StatusCode::kInvalidArgument);
@@ -515,8 +526,8 @@ TEST_F(TransportTest, UidNotAllowedIsClosedBeforeGrpcSeesIt) {
 
 TEST_F(TransportTest, ConnectionsBeyondTheLimitAreClosed) {
   TransportOptions options = ListenOptions();
-  options.max_connections = 1;
-  options.max_fd_channels = 1;
+  quotas_.max_grpc = 1;
+  quotas_.max_fd_channels = 1;
   StartTransport(std::move(options));
   absl::StatusOr<UniqueFd> first = ConnectHttp2Client();
   ASSERT_TRUE(first.ok());
@@ -594,7 +605,7 @@ TEST_F(TransportTest, PrefaceInPiecesIsAccepted) {
 
 TEST_F(TransportTest, SilentClientIsDroppedAfterThePrefaceTimeout) {
   TransportOptions options = ListenOptions();
-  options.max_connections = 1;
+  quotas_.max_grpc = 1;
   StartTransport(std::move(options));
   absl::StatusOr<UniqueFd> silent = ConnectUnixSocket(path_, UnixSocketKind::kStream);
   ASSERT_TRUE(silent.ok());

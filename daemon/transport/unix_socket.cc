@@ -267,6 +267,16 @@ absl::Status SetNonBlocking(const UniqueFd& fd) {
   return absl::OkStatus();
 }
 
+absl::Status SetBlocking(const UniqueFd& fd) {
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0) return ErrnoError(errno, "fcntl(F_GETFL)");
+  if ((flags & O_NONBLOCK) == 0) return absl::OkStatus();
+  if (::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    return ErrnoError(errno, "fcntl(F_SETFL, ~O_NONBLOCK)");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SendUnixMessage(const UniqueFd& socket, absl::Span<const uint8_t> data,
                              absl::Span<const UniqueFd> fds) {
   if (fds.size() > kKernelMaxFdsPerMessage) {

@@ -103,6 +103,9 @@ absl::Status CheckUnixSocketKind(const UniqueFd& socket, UnixSocketKind kind);
 
 // Sets O_NONBLOCK on the open file description of `fd`.
 absl::Status SetNonBlocking(const UniqueFd& fd);
+// Clears O_NONBLOCK: for a connection served by a thread of its own, which then waits for data
+// in recvmsg itself (one system call per message instead of poll plus recvmsg).
+absl::Status SetBlocking(const UniqueFd& fd);
 
 // Sends `data` as one message (for SOCK_SEQPACKET), with `fds` in one SCM_RIGHTS control message
 // when not empty. Never blocks (MSG_DONTWAIT) and never raises SIGPIPE (MSG_NOSIGNAL): a full

@@ -176,8 +176,9 @@ class Harness {
  public:
   Harness()
       : device_(fuzz::MakeFuzzDevice()),
-        sessions_(device_.get(), SessionOptions{{kOwnerUid}, 64, nullptr}),
+        sessions_(&cleanup_, SessionOptions{{kOwnerUid}, 64, nullptr}),
         service_(device_.get(), &sessions_, &transport_, ServiceOptions{false, 64}) {
+    device_->RegisterOwnerCleanup(cleanup_);
     sessions_.set_transport(&transport_);
     fuzz::SetTrace(&trace_);
     for (int i = 0; i < kClients; ++i) Connect(i);
@@ -494,6 +495,7 @@ class Harness {
     }
   }
 
+  OwnerCleanup cleanup_;
   std::unique_ptr<PciDevice> device_;
   HarnessTransport transport_;
   SessionManager sessions_;

@@ -1,0 +1,163 @@
+#include "daemon/vfio_user/vfio_user_server.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/base/logging.h"
+#include "daemon/transport/unix_socket.h"
+#include "daemon/vfio_user/message_stream.h"
+#include "daemon/vfio_user/protocol.h"
+#include "daemon/vfio_user/vfio_user_session.h"
+
+namespace vfiod::vfio_user {
+namespace {
+
+// The kernel's SCM_MAX_FD: the most fds one SCM_RIGHTS message can carry.
+constexpr uint32_t kKernelMaxFdsPerMessage = 253;
+constexpr uint32_t kMinMaxMsgFds = 16;
+// Room for the VERSION JSON and SET_IRQS bools beyond the largest region access.
+constexpr size_t kMessageSlack = 4096;
+
+}  // namespace
+
+ServerLimits LimitsFor(const PciDevice& device) {
+  ServerLimits limits;
+  uint32_t largest_index = 0;
+  for (const IrqInfo& irq : device.description().backend.irqs) {
+    largest_index = std::max(largest_index, irq.count);
+  }
+  limits.max_msg_fds = std::clamp(largest_index, kMinMaxMsgFds, kKernelMaxFdsPerMessage);
+  limits.max_data_xfer_size = device.limits().max_region_access_bytes;
+  const uint32_t iommu_maps = device.description().backend.iommu.dma_mappings_available;
+  limits.max_dma_maps = iommu_maps == 0 ? device.limits().max_dma_mappings
+                                        : std::min(iommu_maps, device.limits().max_dma_mappings);
+  limits.page_sizes = device.description().backend.iommu.page_size_bitmap;
+  return limits;
+}
+
+uint64_t VfioUserServer::FdsPerConnection(const ServerLimits& limits) {
+  return 1 + uint64_t{limits.max_msg_fds};
+}
+
+VfioUserServer::VfioUserServer(PciDevice* device, SessionManager* sessions,
+                               OwnerCleanup* cleanup, ServerOptions options)
+    : device_(device), sessions_(sessions), options_(options), windows_(device) {
+  cleanup->Register(OwnerCleanup::Stage::kDma, "vfio-user DMA windows",
+                    [this] { windows_.Clear(); });
+}
+
+VfioUserServer::~VfioUserServer() { Shutdown(); }
+
+size_t VfioUserServer::max_message_bytes() const {
+  return sizeof(Header) + sizeof(RegionAccessPayload) + options_.limits.max_data_xfer_size +
+         kMessageSlack;
+}
+
+void VfioUserServer::Adopt(ConnectionSlot slot, UniqueFd socket, const PeerCredentials& peer,
+                           bool spawned) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;  // closes the socket and releases the slot
+  const ConnectionId id = slot.id();
+  auto connection = std::make_unique<Connection>(
+      Connection{std::move(slot), std::move(socket), peer, spawned});
+  Connection* raw = connection.get();
+  connections_.emplace(id, std::move(connection));
+  threads_.emplace(id, std::thread([this, raw] { Serve(raw); }));
+}
+
+void VfioUserServer::Serve(Connection* connection) {
+  const ConnectionId id = connection->slot.id();
+  const std::string id_text = absl::StrCat(id);
+  sessions_->OnConnectionOpened(id, connection->peer, connection->spawned);
+  std::string reason = "peer closed";
+  absl::Status blocking = SetBlocking(connection->socket);
+  MessageStream stream(connection->socket, max_message_bytes(), options_.limits.max_msg_fds);
+  VfioUserSession session(device_, sessions_, &windows_, id, options_.limits);
+  absl::StatusOr<bool> readable = stream.WaitReadable(options_.version_timeout);
+  if (!blocking.ok()) {
+    reason = std::string(blocking.message());
+  } else if (!readable.ok() || !*readable) {
+    reason = "no VERSION in time";
+  } else {
+    while (true) {
+      absl::StatusOr<std::optional<Message>> message = stream.Next();
+      if (!message.ok()) {
+        reason = std::string(message.status().message());
+        break;
+      }
+      if (!message->has_value()) break;
+      Message& request = **message;
+      if ((request.header.flags & kFlagTypeMask) != kTypeCommand) {
+        LogDebug("vfio-user: ignoring a message that is not a command",
+                 {{"connection", id_text}, {"flags", absl::StrCat(request.header.flags)}});
+        continue;
+      }
+      VfioUserSession::Reply reply = session.Handle(request);
+      if (reply.error != 0) {
+        LogDebug("vfio-user: command failed",
+                 {{"connection", id_text},
+                  {"command", CommandName(request.header.command)},
+                  {"errno", absl::StrCat(reply.error)}});
+      }
+      if ((request.header.flags & kFlagNoReply) == 0) {
+        Header header{request.header.message_id, request.header.command, 0,
+                      kTypeReply | (reply.error != 0 ? kFlagError : 0), reply.error};
+        absl::Status sent = stream.Send(
+            header, reply.error != 0 ? absl::Span<const uint8_t>() : reply.payload);
+        if (!sent.ok()) {
+          reason = std::string(sent.message());
+          break;
+        }
+      }
+      if (reply.close) {
+        reason = absl::StrCat(CommandName(request.header.command), " failed (errno ",
+                              reply.error, ")");
+        break;
+      }
+    }
+  }
+  LogInfo("vfio-user connection ended", {{"connection", id_text}, {"reason", reason}});
+  // Ends the session: when it owned the device, owner loss runs here, before the slot is free.
+  sessions_->OnConnectionClosed(id);
+  Finish(id);
+}
+
+void VfioUserServer::Finish(ConnectionId id) {
+  absl::MutexLock lock(&mu_);
+  auto thread = threads_.find(id);
+  if (thread != threads_.end()) {
+    finished_.push_back(std::move(thread->second));
+    threads_.erase(thread);
+  }
+  connections_.erase(id);  // closes the socket and releases the slot, under mu_ (see Shutdown)
+}
+
+void VfioUserServer::JoinFinished() {
+  std::vector<std::thread> finished;
+  {
+    absl::MutexLock lock(&mu_);
+    finished.swap(finished_);
+  }
+  for (std::thread& thread : finished) thread.join();
+}
+
+void VfioUserServer::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    // Under mu_, so that no socket is closed (Finish) while it is shut down here.
+    for (auto& [id, connection] : connections_) {
+      ::shutdown(connection->socket.get(), SHUT_RDWR);
+    }
+    mu_.Await(absl::Condition(
+        +[](std::map<ConnectionId, std::unique_ptr<Connection>>* c) { return c->empty(); },
+        &connections_));
+  }
+  JoinFinished();
+}
+
+}  // namespace vfiod::vfio_user
