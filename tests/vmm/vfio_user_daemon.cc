@@ -33,38 +33,24 @@ absl::Status VfioUserDaemon::CheckSupported() {
 absl::StatusOr<std::unique_ptr<VfioUserDaemon>> VfioUserDaemon::Start(
     const std::vector<std::string>& extra_args) {
   std::unique_ptr<VfioUserDaemon> d(new VfioUserDaemon());
-  char dir_template[] = "/tmp/vfiodvXXXXXX";
-  if (mkdtemp(dir_template) == nullptr) {
-    return absl::InternalError(absl::StrCat("mkdtemp: ", strerror(errno)));
-  }
-  d->dir_ = dir_template;
-  d->vfio_user_socket_ = d->dir_ + "/vu.sock";
-  std::vector<std::string> args = {"--vfio-user=" + d->vfio_user_socket_};
-  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  // DaemonProcess serves vfio-user on vfio_user_path() next to gRPC.
   absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon =
-      testing::DaemonProcess::Start(args);
+      testing::DaemonProcess::Start(extra_args);
   if (!daemon.ok()) return daemon.status();
   d->daemon_ = std::move(*daemon);
-  // gRPC serves; the vfio-user socket should exist by now (bound before the jail, like
-  // --listen's), but do not connect to probe it: a connection would be taken as the VMM.
+  // gRPC serves; the vfio-user socket is bound before the jail like --listen's, but check
+  // without connecting: a connection would be taken as the VMM.
+  const std::string& path = d->daemon_->vfio_user_path();
   absl::Time deadline = absl::Now() + absl::Seconds(5);
   struct stat st;
-  while (stat(d->vfio_user_socket_.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+  while (stat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(
-          absl::StrCat("vfiod serves gRPC but ", d->vfio_user_socket_, " is no socket"));
+          absl::StrCat("vfiod serves gRPC but ", path, " is no socket"));
     }
     absl::SleepFor(absl::Milliseconds(10));
   }
   return d;
-}
-
-VfioUserDaemon::~VfioUserDaemon() {
-  daemon_.reset();
-  if (!dir_.empty()) {
-    unlink(vfio_user_socket_.c_str());
-    rmdir(dir_.c_str());
-  }
 }
 
 absl::StatusOr<std::unique_ptr<VfioClient>> VfioUserDaemon::Observer() {

@@ -24,14 +24,14 @@ class VfioUserDaemon {
   // FAILED_PRECONDITION saying what is absent. Tests skip with that message.
   static absl::Status CheckSupported();
 
-  // Starts vfiod with --vfio-user on a fresh socket path under /tmp plus `extra_args`; returns
-  // once gRPC serves and the vfio-user socket exists.
+  // Starts vfiod (DaemonProcess: --listen and --vfio-user on fresh socket paths under /tmp) plus
+  // `extra_args`; returns once gRPC serves and the vfio-user socket exists.
   static absl::StatusOr<std::unique_ptr<VfioUserDaemon>> Start(
       const std::vector<std::string>& extra_args = {});
-  // Stops vfiod (SIGTERM, then SIGKILL) and removes the socket folder.
-  ~VfioUserDaemon();
+  // Stops vfiod (SIGTERM, then SIGKILL); DaemonProcess removes its socket folder.
+  ~VfioUserDaemon() = default;
 
-  const std::string& vfio_user_socket() const { return vfio_user_socket_; }
+  const std::string& vfio_user_socket() const { return daemon_->vfio_user_path(); }
   const std::string& grpc_socket() const { return daemon_->socket_path(); }
   testing::DaemonProcess& process() { return *daemon_; }
 
@@ -40,8 +40,6 @@ class VfioUserDaemon {
 
  private:
   VfioUserDaemon() = default;
-  std::string dir_;
-  std::string vfio_user_socket_;
   std::unique_ptr<testing::DaemonProcess> daemon_;
 };
 
