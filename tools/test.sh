@@ -4,9 +4,10 @@
 # (tools/bootstrap.sh). Extra arguments go to `bazel test` (e.g. --config=asan, or a target
 # pattern after --). VFIOD_LAB=0 skips the lab suite.
 #
-# Then the guest boot on a vfiod device (tests/vmm/run_guest_boot.sh: QEMU 11 boots the lab's
-# kernel with its edu served by vfiod over vfio-user); VFIOD_GUEST_BOOT=0 skips it. It reports
-# SKIPPED (and runs its control on QEMU's own edu) while vfiod has no vfio-user server.
+# Then the guest boots on a vfiod device (tests/vmm/run_guest_boot.sh: QEMU 11 boots the lab's
+# kernel twice, without and with an emulated IOMMU, its edu served by vfiod over vfio-user;
+# about 20 s); VFIOD_GUEST_BOOT=0 skips them. It reports SKIPPED (and runs its control on
+# QEMU's own edu) when vfiod has no vfio-user server.
 #
 # QEMU 11 (for the vfio-user tests in tests/vmm): tools/lab/qemu11.sh fetches it into
 # .lab-cache/qemu11 (pinned, cached; no network once cached) and the Bazel tests get its runner
