@@ -382,8 +382,8 @@ uint32_t ChooseFdTokenLimit(uint32_t flag, const DeviceBackend& backend) {
 // Every fd the daemon may hold at once: the fixed ones; gRPC's, the transport's and the IRQ
 // watcher's own (epoll, eventfds); per gRPC connection its socket and the transport's duplicate;
 // per fd channel its socket and its unconsumed received fds; per vfio-user connection its
-// socket and one message's fds; registered memory; per IRQ vector a trigger and a watch or mask
-// eventfd.
+// socket and one message's fds; registered memory; per IRQ vector a trigger, a watch or mask
+// eventfd, and the vfio-user owner's duplicate of its MSI/MSI-X trigger.
 uint64_t MaxOpenFiles(const Config& config, const PciDevice& device,
                       const vfio_user::ServerLimits& vfio_user_limits) {
   uint64_t irq_vectors = 0;
@@ -392,7 +392,7 @@ uint64_t MaxOpenFiles(const Config& config, const PciDevice& device,
          config.quotas.max_fd_channels * (1 + uint64_t{config.sessions.max_fd_tokens}) +
          config.quotas.max_vfio_user * vfio_user::VfioUserServer::FdsPerConnection(
                                            vfio_user_limits) +
-         config.limits.max_memory_regions + 2 * irq_vectors;
+         config.limits.max_memory_regions + 3 * irq_vectors;
 }
 
 // gRPC, with no listening port of its own: the transport hands it checked connections.
