@@ -254,6 +254,7 @@ DaemonProcess::~DaemonProcess() {
   if (!dir_.empty()) {
     ::unlink(socket_path_.c_str());
     ::unlink((socket_path_ + ".fds").c_str());
+    ::unlink(vfio_user_path_.c_str());
     ::rmdir(dir_.c_str());
   }
 }
