@@ -151,9 +151,10 @@ absl::StatusOr<mode_t> ParseMode(const std::string& text) {
   return mode;
 }
 
-absl::StatusOr<std::unique_ptr<DeviceBackend>> OpenBackend(absl::string_view device) {
+absl::StatusOr<std::unique_ptr<DeviceBackend>> OpenBackend(absl::string_view device,
+                                                        uint64_t max_dma_bytes) {
   if (absl::StartsWith(device, "sim:")) {
-    return CreateSimulatedBackend(device.substr(4));
+    return CreateSimulatedBackend(device.substr(4), max_dma_bytes);
   }
   return OpenVfioBackend(device);
 }
@@ -444,7 +445,7 @@ absl::Status Run() {
   SetLogLevel(config.log_level);
 
   // 1. The device, and everything immutable about it.
-  VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<DeviceBackend> backend, OpenBackend(config.device));
+  VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<DeviceBackend> backend, OpenBackend(config.device, config.max_dma_bytes));
   DeviceBackend* const backend_for_jail = backend.get();
   config.sessions.max_fd_tokens = ChooseFdTokenLimit(config.sessions.max_fd_tokens, *backend);
   VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<PciDevice> device,

@@ -516,6 +516,17 @@ void VfioDeviceService::FillState(ConnectionId caller, v1::DeviceState* state) c
   }
   state->mutable_device()->set_dma_faults(snapshot.counters.dma_faults);
   state->mutable_device()->set_interrupts(snapshot.counters.interrupts);
+  switch (snapshot.last_owner_loss) {
+    case OwnerLossReset::kNone:
+      state->set_last_owner_loss(v1::OWNER_LOSS_RESET_NONE);
+      break;
+    case OwnerLossReset::kReset:
+      state->set_last_owner_loss(v1::OWNER_LOSS_RESET_DEVICE_RESET);
+      break;
+    case OwnerLossReset::kDecodeDisabled:
+      state->set_last_owner_loss(v1::OWNER_LOSS_RESET_DECODE_DISABLED);
+      break;
+  }
 }
 
 grpc::Status VfioDeviceService::GetState(grpc::ServerContext* context,
