@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <climits>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -200,6 +201,8 @@ class TransportImpl final : public Transport {
   mutable absl::Mutex mu_;
   std::map<int, ConnectionId> connection_by_fd_ ABSL_GUARDED_BY(mu_);
   std::vector<FdChannelId> close_requests_ ABSL_GUARDED_BY(mu_);
+  // gRPC fd numbers of connections whose OnConnectionClosed has not run yet.
+  std::multiset<int> closing_fds_ ABSL_GUARDED_BY(mu_);
   bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
 
   // Event thread only.
@@ -582,12 +585,15 @@ std::optional<ConnectionId> TransportImpl::AddConnection(UniqueFd fd, const Peer
     auto it = connection_by_fd_.find(number);
     if (it != connection_by_fd_.end()) stale = it->second;
   }
-  if (stale.has_value()) {
-    CloseConnection(*stale, "fd number reused");
-    // Its session ends (with owner loss) before the new one begins: the rare case where the
-    // event thread waits for the close thread.
-    closes_.Drain();
+  if (stale.has_value()) CloseConnection(*stale, "fd number reused");
+  bool number_closing;
+  {
+    absl::MutexLock lock(&mu_);
+    number_closing = closing_fds_.count(number) != 0;
   }
+  // The session of an earlier connection with this number ends (with owner loss) before the
+  // new one begins: the rare case where the event thread waits for the close thread.
+  if (number_closing) closes_.Drain();
 
   const ConnectionId id = slot.id();
   absl::Status watched = EpollAdd(*watch, EPOLLRDHUP, MakeTag(Tag::kConnection, id));
@@ -710,15 +716,21 @@ void TransportImpl::CloseConnection(ConnectionId id, absl::string_view reason) {
   auto it = connections_.find(id);
   if (it == connections_.end()) return;
   EpollDelete(it->second.watch);
+  const int number = it->second.grpc_fd;
   {
     absl::MutexLock lock(&mu_);
-    auto by_fd = connection_by_fd_.find(it->second.grpc_fd);
+    auto by_fd = connection_by_fd_.find(number);
     if (by_fd != connection_by_fd_.end() && by_fd->second == id) connection_by_fd_.erase(by_fd);
+    closing_fds_.insert(number);
   }
   connections_.erase(it);
   LogInfo("connection closed",
           {{"connection", std::to_string(id)}, {"reason", std::string(reason)}});
-  closes_.Post([this, id] { events_->OnConnectionClosed(id); });
+  closes_.Post([this, id, number] {
+    events_->OnConnectionClosed(id);
+    absl::MutexLock lock(&mu_);
+    closing_fds_.erase(closing_fds_.find(number));
+  });
 }
 
 void TransportImpl::CloseChannel(FdChannelId id, absl::string_view reason) {
