@@ -52,6 +52,7 @@
 #include "daemon/transport/transport.h"
 #include "daemon/vfio/vfio_backend.h"
 #include "daemon/vfio_user/vfio_user_server.h"
+#include "google/protobuf/stubs/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -437,9 +438,23 @@ absl::StatusOr<std::string> ServeUntilStopped(const UniqueFd& signal_fd, const E
   }
 }
 
+// libprotobuf's own messages (e.g. a request string that is not UTF-8) become logfmt lines,
+// escaped and rate-limited like every other line.
+void RouteProtobufLogs() {
+  google::protobuf::SetLogHandler([](google::protobuf::LogLevel level, const char* filename,
+                                     int line, const std::string& message) {
+    const LogLevel ours = level >= google::protobuf::LOGLEVEL_ERROR     ? LogLevel::kError
+                          : level >= google::protobuf::LOGLEVEL_WARNING ? LogLevel::kWarning
+                                                                        : LogLevel::kInfo;
+    Log(ours, "libprotobuf", {{"message", message},
+                              {"source", absl::StrCat(filename, ":", line)}});
+  });
+}
+
 absl::Status Run() {
   // Writes to a socket whose peer left must fail with EPIPE, not kill the daemon.
   ::signal(SIGPIPE, SIG_IGN);
+  RouteProtobufLogs();
   VFIOD_RETURN_IF_ERROR(BlockTerminationSignals());
   VFIOD_ASSIGN_OR_RETURN(Config config, ParseConfig());
   SetLogLevel(config.log_level);
@@ -502,6 +517,8 @@ absl::Status Run() {
       Confine(config.sandbox, backend_for_jail, transport.get(), &signal_fd, jail_options));
   VFIOD_ASSIGN_OR_RETURN(EventFd stop_event, EventFd::Create());
   stop.emplace(std::move(stop_event));
+  // From here on no log line waits for stderr (daemon/base/logging.h).
+  StartAsyncLogging();
 
   // 4. Threads: the device's (simulated device worker, IRQ watcher), then gRPC's, then the
   // transport's, which hands out connections.
@@ -526,6 +543,7 @@ absl::Status Run() {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   cleanup.Run("daemon stopping");
   LogInfo("stopped");
+  StopAsyncLogging();
   return absl::OkStatus();
 }
 
