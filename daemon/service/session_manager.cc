@@ -241,7 +241,7 @@ SessionManager::Summary SessionManager::GetSummary() const {
 void SessionManager::OnConnectionOpened(ConnectionId id, const PeerCredentials& peer,
                                         bool spawn_owner) {
   absl::MutexLock lock(&mu_);
-  sessions_[id] = Session{peer, spawn_owner};
+  sessions_[id] = Session{peer, spawn_owner, absl::Now(), 0};
   if (spawn_owner) {
     // The VMM that spawned the daemon owns it; nobody can have claimed it before.
     owner_ = id;
@@ -283,6 +283,57 @@ size_t SessionManager::HeldBySessionLocked(ConnectionId id) const {
     if (channel.bound_to.has_value() && *channel.bound_to == id) held += channel.fds.size();
   }
   return held;
+}
+
+bool SessionManager::NoteCall(ConnectionId id) {
+  absl::MutexLock lock(&mu_);
+  auto session = sessions_.find(id);
+  if (session == sessions_.end()) return false;
+  session->second.last_active = absl::Now();
+  return true;
+}
+
+SessionManager::StreamScope SessionManager::BeginStream(ConnectionId id) {
+  absl::MutexLock lock(&mu_);
+  auto session = sessions_.find(id);
+  if (session != sessions_.end()) ++session->second.open_streams;
+  return StreamScope(this, id);
+}
+
+SessionManager::StreamScope::~StreamScope() {
+  if (manager_ == nullptr) return;
+  absl::MutexLock lock(&manager_->mu_);
+  auto session = manager_->sessions_.find(id_);
+  if (session == manager_->sessions_.end()) return;
+  --session->second.open_streams;
+  session->second.last_active = absl::Now();
+}
+
+bool SessionManager::IsFdChannelBound(FdChannelId id) {
+  absl::MutexLock lock(&mu_);
+  auto channel = channels_.find(id);
+  return channel != channels_.end() && channel->second.bound_to.has_value();
+}
+
+std::optional<ConnectionId> SessionManager::EvictableConnection(
+    const std::vector<ConnectionId>& candidates) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time idle_since = absl::Now() - kEvictableIdle;
+  std::optional<ConnectionId> choice;
+  absl::Time choice_active = absl::InfiniteFuture();
+  for (ConnectionId id : candidates) {
+    if (owner_.has_value() && *owner_ == id) continue;
+    auto session = sessions_.find(id);
+    if (session == sessions_.end()) continue;
+    const Session& s = session->second;
+    // A spawn-mode connection is the VMM's even while it does not own: never evicted.
+    if (s.spawn_owner || s.open_streams > 0 || s.last_active > idle_since) continue;
+    if (s.last_active < choice_active) {
+      choice = id;
+      choice_active = s.last_active;
+    }
+  }
+  return choice;
 }
 
 void SessionManager::DropOwnerTokens() {

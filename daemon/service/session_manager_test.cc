@@ -154,6 +154,23 @@ TEST_F(SessionManagerTest, TheTokenLimitIsTheSessionsOverAllItsChannels) {
             absl::StatusCode::kResourceExhausted);
 }
 
+TEST_F(SessionManagerTest, OnlyAnIdleObserverWithoutStreamsMayBeEvicted) {
+  sessions_.OnConnectionOpened(1, kOwnerPeer, false);
+  sessions_.OnConnectionOpened(2, kObserverPeer, false);
+  sessions_.OnConnectionOpened(3, kObserverPeer, false);
+  sessions_.OnConnectionOpened(4, kObserverPeer, false);
+  ASSERT_TRUE(sessions_.ClaimOwnership(1).ok());
+  SessionManager::StreamScope watch = sessions_.BeginStream(2);
+  EXPECT_EQ(sessions_.EvictableConnection({1, 2, 3, 4}), std::nullopt)
+      << "nobody has been idle long enough";
+  absl::SleepFor(SessionManager::kEvictableIdle + absl::Milliseconds(100));
+  ASSERT_TRUE(sessions_.NoteCall(4));
+  EXPECT_EQ(sessions_.EvictableConnection({1, 2, 3, 4}), 3u);
+  EXPECT_EQ(sessions_.EvictableConnection({1, 2, 4}), std::nullopt)
+      << "the owner, an open stream and a recent call all keep their connection";
+  EXPECT_FALSE(sessions_.IsFdChannelBound(99));
+}
+
 TEST_F(SessionManagerTest, TheSpawnOwnerOwnsFromTheStartAndItsEndIsReported) {
   int gone = 0;
   SessionOptions options{{kOwnerUid}, 4, [&gone] { ++gone; }};

@@ -179,7 +179,7 @@ VfioDeviceService::VfioDeviceService(PciDevice* device, SessionManager* sessions
 absl::StatusOr<ConnectionId> VfioDeviceService::Caller(const grpc::ServerContext* context,
                                                        absl::string_view operation) const {
   std::optional<ConnectionId> id = transport_->ConnectionForPeer(context->peer());
-  if (!id.has_value() || !sessions_->Exists(*id)) {
+  if (!id.has_value() || !sessions_->NoteCall(*id)) {
     return absl::UnavailableError(
         absl::StrCat(operation, ": the calling connection is not known (it may be closing)"));
   }
@@ -428,7 +428,9 @@ grpc::Status VfioDeviceService::SetIrqs(grpc::ServerContext* context,
 absl::Status VfioDeviceService::DoWatchIrqs(grpc::ServerContext* context,
                                             const v1::WatchIrqsRequest& request,
                                             grpc::ServerWriter<v1::IrqEvent>* writer) {
-  VFIOD_RETURN_IF_ERROR(Caller(context, "WatchIrqs").status());
+  VFIOD_ASSIGN_OR_RETURN(ConnectionId caller, Caller(context, "WatchIrqs"));
+  // An open stream keeps its connection from being evicted as idle.
+  SessionManager::StreamScope stream = sessions_->BeginStream(caller);
   std::vector<IrqIndex> indexes;
   for (int value : request.indexes()) {
     VFIOD_ASSIGN_OR_RETURN(IrqIndex index, IrqIndexFromProto(value, "WatchIrqs"));

@@ -131,6 +131,7 @@ class TransportImpl final : public Transport {
   struct Channel {
     UniqueFd fd;
     ConnectionSlot slot;
+    std::optional<absl::Time> bind_deadline;  // nullopt: bound (or known to be)
   };
   // An accepted gRPC connection waiting for the HTTP/2 client preface.
   struct Pending {
@@ -163,6 +164,10 @@ class TransportImpl final : public Transport {
   void AdoptVfioUser(UniqueFd fd, const PeerCredentials& peer, bool spawned);
   void ServePending(uint64_t id, uint32_t epoll_events);
   void ExpirePending();
+  void ExpireUnboundChannels();
+  // Makes room at a full quota: closes an idle observer's gRPC connection, or the oldest
+  // unbound fd channel. True if something was closed.
+  bool EvictFor(Protocol protocol);
   void CloseConnection(ConnectionId id, absl::string_view reason);
   void CloseChannel(FdChannelId id, absl::string_view reason);
   void ServeChannel(FdChannelId id, uint32_t epoll_events);
@@ -440,6 +445,7 @@ void TransportImpl::Run() {
     }
     ResumeListeners();
     ExpirePending();
+    ExpireUnboundChannels();
   }
   CloseEverything();
   event_thread_id_.store(std::thread::id());
@@ -454,6 +460,12 @@ int TransportImpl::EpollTimeoutMs() const {
   }
   for (const auto& [id, pending] : pending_) {
     if (!earliest.has_value() || pending.deadline < *earliest) earliest = pending.deadline;
+  }
+  for (const auto& [id, channel] : channels_) {
+    if (channel.bind_deadline.has_value() &&
+        (!earliest.has_value() || *channel.bind_deadline < *earliest)) {
+      earliest = channel.bind_deadline;
+    }
   }
   if (!earliest.has_value()) return -1;
   const int64_t ms = absl::ToInt64Milliseconds(*earliest - absl::Now());
@@ -543,6 +555,10 @@ void TransportImpl::HandleListener(Listener& listener) {
 
 ConnectionSlot TransportImpl::Admit(Protocol protocol, const PeerCredentials& peer) {
   absl::StatusOr<ConnectionSlot> slot = registry_->Admit(protocol, peer);
+  if (!slot.ok() && registry_->Count(protocol) >= registry_->quotas().Max(protocol) &&
+      EvictFor(protocol)) {
+    slot = registry_->Admit(protocol, peer);
+  }
   if (slot.ok()) return *std::move(slot);
   LogWarning("connection refused", {{"kind", std::string(ProtocolName(protocol))},
                                     {"reason", std::string(slot.status().message())},
@@ -683,6 +699,52 @@ void TransportImpl::ExpirePending() {
   }
 }
 
+bool TransportImpl::EvictFor(Protocol protocol) {
+  if (protocol == Protocol::kFdChannel) {
+    std::optional<FdChannelId> oldest;  // ids grow with time: the smallest unbound is the oldest
+    for (auto& [id, channel] : channels_) {
+      if (!channel.bind_deadline.has_value()) continue;
+      if (events_->IsFdChannelBound(id)) {
+        channel.bind_deadline.reset();
+        continue;
+      }
+      oldest = id;
+      break;
+    }
+    if (!oldest.has_value()) return false;
+    CloseChannel(*oldest, "evicted: unbound, and a new fd channel needed its slot");
+    return true;
+  }
+  if (protocol == Protocol::kGrpc) {
+    std::vector<ConnectionId> candidates;
+    for (const auto& [id, connection] : connections_) candidates.push_back(id);
+    std::optional<ConnectionId> victim = events_->EvictableConnection(candidates);
+    if (!victim.has_value()) return false;
+    auto it = connections_.find(*victim);
+    if (it == connections_.end()) return false;
+    // gRPC owns the connection's fd; shutting the socket down through our duplicate makes gRPC
+    // see the end of the stream and close it.
+    ::shutdown(it->second.watch.get(), SHUT_RDWR);
+    CloseConnection(*victim, "evicted: an idle observer, and a new connection needed its slot");
+    return true;
+  }
+  return false;
+}
+
+void TransportImpl::ExpireUnboundChannels() {
+  const absl::Time now = absl::Now();
+  std::vector<FdChannelId> expired;
+  for (auto& [id, channel] : channels_) {
+    if (!channel.bind_deadline.has_value() || *channel.bind_deadline > now) continue;
+    if (events_->IsFdChannelBound(id)) {
+      channel.bind_deadline.reset();
+    } else {
+      expired.push_back(id);
+    }
+  }
+  for (FdChannelId id : expired) CloseChannel(id, "not bound to a session in time");
+}
+
 void TransportImpl::AddFdChannel(UniqueFd fd, const PeerCredentials& peer,
                                  std::optional<ConnectionId> bound_to) {
   ConnectionSlot slot = Admit(Protocol::kFdChannel, peer);
@@ -699,7 +761,10 @@ void TransportImpl::AddFdChannel(UniqueFd fd, const PeerCredentials& peer,
     LogError("fd channel refused", {{"error", std::string(watched.message())}});
     return;
   }
-  auto [it, inserted] = channels_.emplace(id, Channel{std::move(fd), std::move(slot)});
+  std::optional<absl::Time> bind_deadline;
+  if (!bound_to.has_value()) bind_deadline = absl::Now() + kFdChannelBindTimeout;
+  auto [it, inserted] =
+      channels_.emplace(id, Channel{std::move(fd), std::move(slot), bind_deadline});
   LogInfo("fd channel opened",
           {{"fd_channel", std::to_string(id)},
            {"uid", std::to_string(peer.uid)},

@@ -67,6 +67,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "daemon/base/unique_fd.h"
 #include "daemon/transport/connection_registry.h"
 #include "proto/vfiod/v1/fd_channel.h"
@@ -100,7 +101,19 @@ class TransportEvents {
   virtual absl::StatusOr<std::vector<FdTokenBytes>> OnFdsReceived(FdChannelId id,
                                                                   std::vector<UniqueFd> fds) = 0;
   virtual void OnFdChannelClosed(FdChannelId id) = 0;
+
+  // Whether fd channel `id` is bound to a session. A channel still unbound kFdChannelBindTimeout
+  // after it opened is closed, and at the fd-channel quota the oldest unbound channel makes room
+  // for a new one, so unbound channels cannot hold every slot.
+  virtual bool IsFdChannelBound(FdChannelId id) = 0;
+  // At the gRPC quota: which of `candidates` (open gRPC connections) may be closed to admit a
+  // new one: an observer that is idle (no stream open, no call for a while), the longest idle
+  // first; never the owner. nullopt: none may.
+  virtual std::optional<ConnectionId> EvictableConnection(
+      const std::vector<ConnectionId>& candidates) = 0;
 };
+
+inline constexpr absl::Duration kFdChannelBindTimeout = absl::Seconds(5);
 
 // A protocol served outside the transport's event thread (vfio-user).
 class ConnectionHandler {
