@@ -174,7 +174,9 @@ VfioDeviceService::VfioDeviceService(PciDevice* device, SessionManager* sessions
       sessions_(sessions),
       transport_(transport),
       options_(options),
-      device_info_(BuildDeviceInfo(device->description(), device->limits(), options.max_fd_tokens)) {}
+      device_info_(BuildDeviceInfo(device->description(), device->limits(), options.max_fd_tokens)) {
+  device_info_.set_daemon_version(options.daemon_version);
+}
 
 absl::StatusOr<ConnectionId> VfioDeviceService::Caller(const grpc::ServerContext* context,
                                                        absl::string_view operation) const {

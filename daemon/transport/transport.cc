@@ -102,7 +102,9 @@ class TransportImpl final : public Transport {
         events_(events),
         spawn_connection_(std::move(options.spawn_connection)),
         spawn_fd_channel_(std::move(options.spawn_fd_channel)),
-        spawn_vfio_user_(std::move(options.spawn_vfio_user)) {}
+        spawn_vfio_user_(std::move(options.spawn_vfio_user)),
+        activated_{std::move(options.activated_grpc), std::move(options.activated_fd_channel),
+                   std::move(options.activated_vfio_user)} {}
 
   ~TransportImpl() override { Shutdown(); }
 
@@ -192,6 +194,8 @@ class TransportImpl final : public Transport {
   PeerCredentials spawn_connection_peer_;
   PeerCredentials spawn_fd_channel_peer_;
   PeerCredentials spawn_vfio_user_peer_;
+  // Socket-activated listeners, by Protocol; taken in Init().
+  UniqueFd activated_[kNumProtocols];
 
   absl::Mutex lifecycle_mu_;
   bool started_ ABSL_GUARDED_BY(lifecycle_mu_) = false;
@@ -258,6 +262,22 @@ absl::Status TransportImpl::Init() {
   if (!vfio_user_path_.empty()) {
     VFIOD_RETURN_IF_ERROR(
         AddListener(vfio_user_path_, UnixSocketKind::kStream, Protocol::kVfioUser));
+  }
+  constexpr UnixSocketKind kKinds[kNumProtocols] = {
+      UnixSocketKind::kStream, UnixSocketKind::kSeqPacket, UnixSocketKind::kStream};
+  for (int p = 0; p < kNumProtocols; ++p) {
+    if (!activated_[p].valid()) continue;
+    const Protocol protocol = static_cast<Protocol>(p);
+    absl::StatusOr<UnixListener> adopted =
+        UnixListener::Adopt(std::move(activated_[p]), kKinds[p]);
+    if (!adopted.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("socket activation: the ",
+                                                     ProtocolName(protocol), " socket: ",
+                                                     adopted.status().message()));
+    }
+    LogInfo("listening on an activated socket", {{"kind", std::string(ProtocolName(protocol))},
+                                                 {"socket", adopted->path()}});
+    listeners_.emplace_back(*std::move(adopted), protocol);
   }
   if (listeners_.empty()) return absl::OkStatus();
   std::string uids;
@@ -852,10 +872,12 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(TransportOptions op
     return absl::InvalidArgumentError("Transport::Create: registry is null");
   }
   if (options.listen_path.empty() && options.vfio_user_path.empty() &&
-      !options.spawn_connection.valid() && !options.spawn_vfio_user.valid()) {
+      !options.spawn_connection.valid() && !options.spawn_vfio_user.valid() &&
+      !options.activated_grpc.valid() && !options.activated_vfio_user.valid()) {
     return absl::InvalidArgumentError("Transport::Create: no listen path and no spawn socket");
   }
-  if ((!options.vfio_user_path.empty() || options.spawn_vfio_user.valid()) &&
+  if ((!options.vfio_user_path.empty() || options.spawn_vfio_user.valid() ||
+       options.activated_vfio_user.valid()) &&
       options.vfio_user == nullptr) {
     return absl::InvalidArgumentError("Transport::Create: vfio-user without a handler");
   }

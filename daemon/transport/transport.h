@@ -134,6 +134,13 @@ struct TransportOptions {
   UniqueFd spawn_connection;  // invalid: none
   UniqueFd spawn_fd_channel;  // invalid: none
   UniqueFd spawn_vfio_user;   // invalid: none
+  // Listening sockets inherited from a service manager (socket activation), used like the ones
+  // bound at the paths above, and instead of them; each must be a listening AF_UNIX socket of
+  // its protocol's kind (INVALID_ARGUMENT). Their files are the service manager's and are never
+  // removed here.
+  UniqueFd activated_grpc;
+  UniqueFd activated_fd_channel;
+  UniqueFd activated_vfio_user;
   // Required. Admits every connection; must outlive the transport.
   ConnectionRegistry* registry = nullptr;
   // Required with `vfio_user_path` or `spawn_vfio_user`; must outlive the transport.
