@@ -8,7 +8,9 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -31,6 +33,10 @@ namespace {
 // bits only, with SCMP_CMP_MASKED_EQ 0xffffffff.
 scmp_arg_cmp Low32Is(unsigned arg, uint64_t value) {
   return scmp_arg_cmp{arg, SCMP_CMP_MASKED_EQ, 0xffffffffu, value};
+}
+// Exactly `value`, all 64 bits (pointers: 0 is NULL).
+scmp_arg_cmp ArgIs(unsigned arg, uint64_t value) {
+  return scmp_arg_cmp{arg, SCMP_CMP_EQ, value, 0};
 }
 // None of `bits` set (the whole 64-bit value is checked: flag words are unsigned long).
 scmp_arg_cmp NoneOf(unsigned arg, uint64_t bits) {
@@ -106,11 +112,14 @@ const std::vector<Rule>& Rules() {
       Allow(VFIOD_SYS(epoll_ctl), "transport, IRQ watcher, gRPC's poller"),
       Allow(VFIOD_SYS(epoll_wait), "transport, IRQ watcher, gRPC's poller"),
       Allow(VFIOD_SYS(epoll_pwait), "glibc may implement epoll_wait with it"),
-      Allow(VFIOD_SYS(poll), "the main thread waits for a signal or the stop event"),
+      Allow(VFIOD_SYS(poll), "the main thread's stop wait; a vfio-user connection's VERSION wait"),
       Allow(VFIOD_SYS(ppoll), "the simulated device's worker"),
       Allow(VFIOD_SYS(eventfd2), "IRQ watch/mask eventfds, gRPC wakeups, transport wake"),
       // ---- fds and I/O
       Allow(VFIOD_SYS(read), "sockets, eventfds, the signalfd"),
+      Allow(VFIOD_SYS(preadv2),
+            "a client's eventfd (simulated INTx resample), never blocking whatever its flags",
+            {Low32Is(5, RWF_NOWAIT)}),
       Allow(VFIOD_SYS(write), "the log, eventfds, sockets"),
       Allow(VFIOD_SYS(pread64), "config space and BARs: the VFIO device fd only",
             {Low32Is(0, kVfioDeviceFd)}),
@@ -119,9 +128,10 @@ const std::vector<Rule>& Rules() {
       Allow(VFIOD_SYS(close), "connections, received fds, eventfds"),
       Allow(VFIOD_SYS(fstat), "checks of received fds (memfd size, eventfd kind)"),
       Allow(VFIOD_SYS(newfstatat), "fstat in glibc 2.36; path lookups find nothing in the jail"),
-      Allow(VFIOD_SYS(fcntl), "accepted connections are set non-blocking",
+      Allow(VFIOD_SYS(fcntl), "accepted connections' file status flags are read before a change",
             {Low32Is(1, F_GETFL)}),
-      Allow(VFIOD_SYS(fcntl), "accepted connections are set non-blocking",
+      Allow(VFIOD_SYS(fcntl),
+            "gRPC's connections are set non-blocking, vfio-user's blocking (own thread each)",
             {Low32Is(1, F_SETFL)}),
       Allow(VFIOD_SYS(fcntl), "close-on-exec checks of received fds", {Low32Is(1, F_GETFD)}),
       Allow(VFIOD_SYS(fcntl), "close-on-exec on received fds", {Low32Is(1, F_SETFD)}),
@@ -130,6 +140,10 @@ const std::vector<Rule>& Rules() {
       Allow(VFIOD_SYS(fcntl),
             "duplicates (connection watch, simulated eventfds) only above the fixed fds",
             {Low32Is(1, F_DUPFD_CLOEXEC), Low32Is(2, kFixedFdLimit)}),
+      Allow(VFIOD_SYS(prlimit64),
+            "the simulated IOMMU reads its own RLIMIT_MEMLOCK at each map, as type1 does; never "
+            "sets one",
+            {Low32Is(0, 0), Low32Is(1, RLIMIT_MEMLOCK), ArgIs(2, 0)}),
       Allow(VFIOD_SYS(getrandom), "fd-channel keys and tokens; abseil and gRPC seeds"),
       Allow(VFIOD_SYS(uname), "gRPC's kernel version check, once (KernelSupportsErrqueue)"),
       // ---- VFIO: the serving-phase requests only, each on its own fd (numbers alias across fd
@@ -144,10 +158,10 @@ const std::vector<Rule>& Rules() {
             {Low32Is(0, kVfioDeviceFd), Low32Is(1, VFIO_DEVICE_RESET)}),
       // ---- sockets that already exist (none can be created: no socket, socketpair, connect,
       // bind, listen)
-      Allow(VFIOD_SYS(accept4), "listen mode: new gRPC connections and fd channels"),
-      Allow(VFIOD_SYS(recvmsg), "gRPC and fd-channel traffic (SCM_RIGHTS)"),
-      Allow(VFIOD_SYS(sendmsg), "gRPC and fd-channel traffic"),
-      Allow(VFIOD_SYS(shutdown), "gRPC closes connections"),
+      Allow(VFIOD_SYS(accept4), "listen mode: new gRPC, fd-channel and vfio-user connections"),
+      Allow(VFIOD_SYS(recvmsg), "gRPC, fd-channel and vfio-user traffic (SCM_RIGHTS)"),
+      Allow(VFIOD_SYS(sendmsg), "gRPC, fd-channel and vfio-user traffic"),
+      Allow(VFIOD_SYS(shutdown), "gRPC closes connections; stopping ends vfio-user connections"),
       Allow(VFIOD_SYS(getsockopt), "SO_PEERCRED of each connection, SO_TYPE checks",
             {Low32Is(1, SOL_SOCKET)}),
       Allow(VFIOD_SYS(setsockopt), "gRPC tunes each connection it is handed"),

@@ -170,7 +170,38 @@ absl::Status FakeBackend::WriteRegion(uint32_t index, uint64_t offset,
   return absl::OkStatus();
 }
 
-absl::Status FakeBackend::SetIrqs(const IrqSet& set) { return absl::OkStatus(); }
+absl::Status FakeBackend::SetIrqs(const IrqSet& set) {
+  absl::MutexLock lock(&mu_);
+  IrqSetCall call{set.index, set.start, set.count, set.action, set.data, {}};
+  for (const EventFd* eventfd : set.eventfds) call.has_eventfd.push_back(eventfd != nullptr);
+  irq_set_calls_.push_back(call);
+  const bool msi = set.index == IrqIndex::kMsi || set.index == IrqIndex::kMsix;
+  if (!msi || set.action != IrqAction::kTrigger) return absl::OkStatus();
+  uint32_t& enabled = enabled_vectors_[static_cast<uint32_t>(set.index)];
+  if (set.data == IrqSet::Data::kNone && set.count == 0) {
+    enabled = 0;
+    return absl::OkStatus();
+  }
+  if (set.data != IrqSet::Data::kEventfd) return absl::OkStatus();
+  if (enabled == 0) {
+    enabled = set.start + set.count;
+  } else if (set.start + set.count > enabled) {
+    return absl::InvalidArgumentError(absl::StrCat("fake: vectors [", set.start, ", ",
+                                                   set.start + set.count, ") beyond the ",
+                                                   enabled, " enabled (errno 22)"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<FakeBackend::IrqSetCall> FakeBackend::irq_set_calls() const {
+  absl::MutexLock lock(&mu_);
+  return irq_set_calls_;
+}
+
+uint32_t FakeBackend::enabled_vectors(IrqIndex index) const {
+  absl::MutexLock lock(&mu_);
+  return enabled_vectors_[static_cast<uint32_t>(index)];
+}
 
 absl::Status FakeBackend::MapDma(const DmaMap& map) {
   absl::MutexLock lock(&mu_);

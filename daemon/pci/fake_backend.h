@@ -4,7 +4,9 @@
 // which is enough to emulate BAR sizing (the address bits of a BAR are writable, the low flag
 // and size bits are not) and to build malformed capability chains. BAR regions are plain
 // memory. DMA map/unmap are recorded and checked for overlap the way type1 does; any call can
-// be made to fail once.
+// be made to fail once. SET_IRQS calls are recorded, and MSI/MSI-X triggers follow vfio-pci's
+// block rules: eventfds on a disabled index enable it with start + count vectors; on an enabled
+// one they must stay inside the enabled vectors (EINVAL otherwise, as vfio_msi_set_block).
 //
 // Thread-safety: all methods are thread-safe (one mutex); the configuration setters must be
 // called before the backend is shared.
@@ -49,6 +51,17 @@ class FakeBackend : public DeviceBackend {
   void FailNextUnmapDma(absl::Status status);
 
   // What the backend saw.
+  struct IrqSetCall {
+    IrqIndex index;
+    uint32_t start;
+    uint32_t count;
+    IrqAction action;
+    IrqSet::Data data;
+    std::vector<bool> has_eventfd;  // per vector, for kEventfd
+  };
+  std::vector<IrqSetCall> irq_set_calls() const;
+  // Vectors enabled on MSI/MSI-X (0: disabled).
+  uint32_t enabled_vectors(IrqIndex index) const;
   int map_calls() const;
   int unmap_calls() const;
   int reset_calls() const;
@@ -75,6 +88,8 @@ class FakeBackend : public DeviceBackend {
   std::map<uint64_t, DmaMap> mappings_;
   absl::Status next_map_status_;
   absl::Status next_unmap_status_;
+  std::vector<IrqSetCall> irq_set_calls_;
+  uint32_t enabled_vectors_[kNumPciIrqIndexes] = {};
   int map_calls_ = 0;
   int unmap_calls_ = 0;
   int reset_calls_ = 0;

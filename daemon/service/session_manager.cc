@@ -154,6 +154,11 @@ absl::Status SessionManager::BindFdChannel(ConnectionId id, absl::string_view ke
       return absl::FailedPreconditionError(
           "BindFdChannel: the channel is bound to another session");
     }
+    if (HeldBySessionLocked(id) + channel.fds.size() > options_.max_fd_tokens) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "BindFdChannel: the channel's ", channel.fds.size(), " unused fds and the session's ",
+          HeldBySessionLocked(id), " exceed the limit of ", options_.max_fd_tokens));
+    }
     channel.bound_to = id;
     return absl::OkStatus();
   }
@@ -272,6 +277,14 @@ void SessionManager::OnConnectionClosed(ConnectionId id) {
   if (spawn_owner_gone && options_.on_spawn_owner_gone) options_.on_spawn_owner_gone();
 }
 
+size_t SessionManager::HeldBySessionLocked(ConnectionId id) const {
+  size_t held = 0;
+  for (const auto& [channel_id, channel] : channels_) {
+    if (channel.bound_to.has_value() && *channel.bound_to == id) held += channel.fds.size();
+  }
+  return held;
+}
+
 void SessionManager::DropOwnerTokens() {
   absl::MutexLock lock(&mu_);
   if (!owner_.has_value()) return;
@@ -302,10 +315,14 @@ absl::StatusOr<std::vector<FdTokenBytes>> SessionManager::OnFdsReceived(
   if (channel == channels_.end()) {
     return absl::FailedPreconditionError("the fd channel is closed");
   }
-  if (channel->second.fds.size() + fds.size() > options_.max_fd_tokens) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("too many unused fds: ", channel->second.fds.size(), " held, limit ",
-                     options_.max_fd_tokens));
+  // The limit is the session's, over every channel bound to it; an unbound channel's own.
+  const size_t held = channel->second.bound_to.has_value()
+                          ? HeldBySessionLocked(*channel->second.bound_to)
+                          : channel->second.fds.size();
+  if (held + fds.size() > options_.max_fd_tokens) {
+    return absl::ResourceExhaustedError(absl::StrCat("too many unused fds: ", held,
+                                                     " held by the session, limit ",
+                                                     options_.max_fd_tokens));
   }
   for (size_t i = 0; i < fds.size(); ++i) {
     channel->second.fds.emplace(tokens[i], std::move(fds[i]));

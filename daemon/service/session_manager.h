@@ -46,7 +46,8 @@ enum class SessionRole { kObserver, kOwner };
 
 struct SessionOptions {
   std::vector<uid_t> owner_uids;  // peers allowed to claim ownership
-  uint32_t max_fd_tokens = 64;    // outstanding (unconsumed) fds per session or channel
+  uint32_t max_fd_tokens = 64;    // outstanding (unconsumed) fds per session (over all its
+                                  // bound channels), or per channel while it is unbound
   // Called once after the spawn-mode owner is lost for good (spawn mode without a listener: no
   // one can attach again, so the daemon stops). May be empty.
   std::function<void()> on_spawn_owner_gone;
@@ -122,6 +123,8 @@ class SessionManager : public TransportEvents {
   };
   // Drops the unused fds of every channel bound to the owner (an OwnerCleanup release).
   void DropOwnerTokens();
+  // Unused fds held by every channel bound to session `id`.
+  size_t HeldBySessionLocked(ConnectionId id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   struct Channel {
     FdChannelKey key;
     PeerCredentials peer;

@@ -398,9 +398,11 @@ absl::Status VfioDeviceService::DoSetIrqs(ConnectionId caller,
         }
         absl::StatusOr<EventFd> eventfd = EventFd::Adopt(std::move(*fds[i]));
         if (!eventfd.ok()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "SetIrqs: fd token ", hex[i], " (vector ", uint64_t{request.start()} + i,
-              "): ", eventfd.status().message()));
+          // INVALID_ARGUMENT when the fd is not an eventfd.
+          return absl::Status(eventfd.status().code(),
+                              absl::StrCat("SetIrqs: fd token ", hex[i], " (vector ",
+                                           uint64_t{request.start()} + i,
+                                           "): ", eventfd.status().message()));
         }
         irq.eventfds.push_back(*std::move(eventfd));
       }
@@ -514,6 +516,17 @@ void VfioDeviceService::FillState(ConnectionId caller, v1::DeviceState* state) c
   }
   state->mutable_device()->set_dma_faults(snapshot.counters.dma_faults);
   state->mutable_device()->set_interrupts(snapshot.counters.interrupts);
+  switch (snapshot.last_owner_loss) {
+    case OwnerLossReset::kNone:
+      state->set_last_owner_loss(v1::OWNER_LOSS_RESET_NONE);
+      break;
+    case OwnerLossReset::kReset:
+      state->set_last_owner_loss(v1::OWNER_LOSS_RESET_DEVICE_RESET);
+      break;
+    case OwnerLossReset::kDecodeDisabled:
+      state->set_last_owner_loss(v1::OWNER_LOSS_RESET_DECODE_DISABLED);
+      break;
+  }
 }
 
 grpc::Status VfioDeviceService::GetState(grpc::ServerContext* context,

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <climits>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -24,6 +25,7 @@
 #include "daemon/base/errno_status.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/random.h"
+#include "daemon/base/serial_worker.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/transport/fd_channel_server.h"
 #include "daemon/transport/unix_socket.h"
@@ -191,11 +193,16 @@ class TransportImpl final : public Transport {
   bool shut_down_ ABSL_GUARDED_BY(lifecycle_mu_) = false;
   std::thread thread_;
   std::atomic<std::thread::id> event_thread_id_{};
+  // OnConnectionClosed and OnFdChannelClosed run here, in order: an owner's loss may take long
+  // (unpinning its DMA memory) and must not stall the event loop that serves everyone else.
+  SerialWorker closes_;
   grpc::Server* server_ = nullptr;  // written before the event thread starts
 
   mutable absl::Mutex mu_;
   std::map<int, ConnectionId> connection_by_fd_ ABSL_GUARDED_BY(mu_);
   std::vector<FdChannelId> close_requests_ ABSL_GUARDED_BY(mu_);
+  // gRPC fd numbers of connections whose OnConnectionClosed has not run yet.
+  std::multiset<int> closing_fds_ ABSL_GUARDED_BY(mu_);
   bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
 
   // Event thread only.
@@ -300,6 +307,7 @@ absl::Status TransportImpl::Start(grpc::Server* server) {
   }
   started_ = true;
   server_ = server;
+  closes_.Start();
   thread_ = std::thread([this] { Run(); });
   return absl::OkStatus();
 }
@@ -351,6 +359,7 @@ void TransportImpl::Shutdown() {
   shut_down_ = true;
   RequestStop();
   if (thread_.joinable()) thread_.join();
+  closes_.Stop();  // every close the thread reported has been handled
   // Closes the listeners and removes their files (if still ours).
   for (Listener& listener : listeners_) listener.socket.Close();
   listeners_.clear();
@@ -577,6 +586,14 @@ std::optional<ConnectionId> TransportImpl::AddConnection(UniqueFd fd, const Peer
     if (it != connection_by_fd_.end()) stale = it->second;
   }
   if (stale.has_value()) CloseConnection(*stale, "fd number reused");
+  bool number_closing;
+  {
+    absl::MutexLock lock(&mu_);
+    number_closing = closing_fds_.count(number) != 0;
+  }
+  // The session of an earlier connection with this number ends (with owner loss) before the
+  // new one begins: the rare case where the event thread waits for the close thread.
+  if (number_closing) closes_.Drain();
 
   const ConnectionId id = slot.id();
   absl::Status watched = EpollAdd(*watch, EPOLLRDHUP, MakeTag(Tag::kConnection, id));
@@ -699,15 +716,21 @@ void TransportImpl::CloseConnection(ConnectionId id, absl::string_view reason) {
   auto it = connections_.find(id);
   if (it == connections_.end()) return;
   EpollDelete(it->second.watch);
+  const int number = it->second.grpc_fd;
   {
     absl::MutexLock lock(&mu_);
-    auto by_fd = connection_by_fd_.find(it->second.grpc_fd);
+    auto by_fd = connection_by_fd_.find(number);
     if (by_fd != connection_by_fd_.end() && by_fd->second == id) connection_by_fd_.erase(by_fd);
+    closing_fds_.insert(number);
   }
   connections_.erase(it);
   LogInfo("connection closed",
           {{"connection", std::to_string(id)}, {"reason", std::string(reason)}});
-  events_->OnConnectionClosed(id);
+  closes_.Post([this, id, number] {
+    events_->OnConnectionClosed(id);
+    absl::MutexLock lock(&mu_);
+    closing_fds_.erase(closing_fds_.find(number));
+  });
 }
 
 void TransportImpl::CloseChannel(FdChannelId id, absl::string_view reason) {
@@ -717,7 +740,7 @@ void TransportImpl::CloseChannel(FdChannelId id, absl::string_view reason) {
   channels_.erase(it);
   LogInfo("fd channel closed",
           {{"fd_channel", std::to_string(id)}, {"reason", std::string(reason)}});
-  events_->OnFdChannelClosed(id);
+  closes_.Post([this, id] { events_->OnFdChannelClosed(id); });
 }
 
 void TransportImpl::ServeChannel(FdChannelId id, uint32_t epoll_events) {

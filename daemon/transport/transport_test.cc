@@ -265,7 +265,7 @@ constexpr char kPeerMethod[] = "/vfiod.test.Peer/Get";
 class TransportTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(dir_.ok());
+    ASSERT_TRUE(dir_.ok()) << dir_.error();
     path_ = dir_.File("v");
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;

@@ -382,7 +382,88 @@ absl::Status VfioUserSession::SetIrqs(Message& message) {
       break;
     }
   }
+  const bool msi = request.index == IrqIndex::kMsi || request.index == IrqIndex::kMsix;
+  if (msi && request.action == IrqAction::kTrigger) return SetMsiTriggers(std::move(request));
   return device_->SetIrqs(std::move(request));
+}
+
+namespace {
+
+// Duplicates of `eventfds` (nullopt stays nullopt).
+absl::StatusOr<std::vector<std::optional<EventFd>>> Duplicates(
+    const std::vector<std::optional<EventFd>>& eventfds) {
+  std::vector<std::optional<EventFd>> copies(eventfds.size());
+  for (size_t i = 0; i < eventfds.size(); ++i) {
+    if (!eventfds[i].has_value()) continue;
+    VFIOD_ASSIGN_OR_RETURN(copies[i], eventfds[i]->Duplicate());
+  }
+  return copies;
+}
+
+IrqRequest EventfdTrigger(IrqIndex index, uint32_t count,
+                          std::vector<std::optional<EventFd>> eventfds) {
+  IrqRequest request;
+  request.index = index;
+  request.count = count;
+  request.action = IrqAction::kTrigger;
+  request.data = IrqRequest::Data::kEventfd;
+  request.eventfds = std::move(eventfds);
+  return request;
+}
+
+IrqRequest Disable(IrqIndex index) {
+  IrqRequest request;
+  request.index = index;
+  request.action = IrqAction::kTrigger;
+  request.data = IrqRequest::Data::kNone;
+  return request;
+}
+
+}  // namespace
+
+absl::Status VfioUserSession::SetMsiTriggers(IrqRequest request) {
+  MsiTriggers& triggers = msi_[request.index == IrqIndex::kMsi ? 0 : 1];
+  if (request.data == IrqRequest::Data::kNone && request.count == 0) {
+    VFIOD_RETURN_IF_ERROR(device_->SetIrqs(std::move(request)));
+    triggers = MsiTriggers();
+    return absl::OkStatus();
+  }
+  if (request.data != IrqRequest::Data::kEventfd) return device_->SetIrqs(std::move(request));
+  const uint32_t start = request.start;
+  const uint64_t end = uint64_t{start} + request.count;
+  const uint32_t vectors =
+      device_->description().backend.irqs[static_cast<uint32_t>(request.index)].count;
+  // A range beyond the index's vectors is the device model's to refuse (OUT_OF_RANGE).
+  if (end > vectors) return device_->SetIrqs(std::move(request));
+  VFIOD_ASSIGN_OR_RETURN(std::vector<std::optional<EventFd>> kept,
+                         Duplicates(request.eventfds));
+  const bool grows = triggers.enabled > 0 && end > triggers.enabled;
+  if (!grows) {
+    VFIOD_RETURN_IF_ERROR(device_->SetIrqs(std::move(request)));
+  } else {
+    // Every vector so far: the earlier pieces' eventfds, then this piece's.
+    VFIOD_ASSIGN_OR_RETURN(std::vector<std::optional<EventFd>> all,
+                           Duplicates(triggers.eventfds));
+    all.resize(end);
+    for (uint32_t i = 0; i < request.count; ++i) all[start + i] = std::move(request.eventfds[i]);
+    const IrqIndex index = request.index;
+    VFIOD_RETURN_IF_ERROR(device_->SetIrqs(Disable(index)));
+    absl::Status enabled =
+        device_->SetIrqs(EventfdTrigger(index, static_cast<uint32_t>(end), std::move(all)));
+    if (!enabled.ok()) {
+      // Put back the vectors that were enabled before this piece.
+      absl::StatusOr<std::vector<std::optional<EventFd>>> before = Duplicates(triggers.eventfds);
+      if (before.ok()) {
+        (void)device_->SetIrqs(EventfdTrigger(index, triggers.enabled, *std::move(before)));
+      }
+      return enabled;
+    }
+  }
+  if (triggers.enabled == 0) triggers.eventfds.clear();
+  triggers.eventfds.resize(std::max<uint64_t>(triggers.eventfds.size(), end));
+  for (uint32_t i = 0; i < kept.size(); ++i) triggers.eventfds[start + i] = std::move(kept[i]);
+  triggers.enabled = static_cast<uint32_t>(triggers.eventfds.size());
+  return absl::OkStatus();
 }
 
 absl::StatusOr<RegionAccessPayload> VfioUserSession::CheckRegionAccess(
@@ -483,7 +564,10 @@ absl::Status VfioUserSession::Reset(const Message& message) {
     return Invalid("DEVICE_RESET", absl::StrCat("payload of ", message.payload.size(),
                                                 " bytes, expected none"));
   }
-  return device_->Reset();
+  VFIOD_RETURN_IF_ERROR(device_->Reset());
+  // Reset disables every IRQ index.
+  for (MsiTriggers& triggers : msi_) triggers = MsiTriggers();
+  return absl::OkStatus();
 }
 
 }  // namespace vfiod::vfio_user

@@ -11,7 +11,12 @@
 // DMA_MAP/DMA_UNMAP (dma_windows.h), DEVICE_GET_INFO, DEVICE_GET_REGION_INFO (with the region
 // type capability; never mmap: no region fd is given out), DEVICE_GET_REGION_IO_FDS (none),
 // DEVICE_GET_IRQ_INFO, DEVICE_SET_IRQS (eventfds passed as fds, bools inline), REGION_READ and
-// REGION_WRITE on BARs, the ROM and config space as region 7, DEVICE_RESET. Anything else
+// REGION_WRITE on BARs, the ROM and config space as region 7, DEVICE_RESET. QEMU sends one
+// VFIO eventfd array in pieces (runs of valid fds and of -1 entries, at most max_msg_fds
+// each); for MSI and MSI-X, whose vectors vfio-pci enables as one block, a piece that reaches
+// beyond the enabled block is applied as QEMU would apply the whole array to the kernel: the
+// index is disabled and enabled again with every vector so far (the earlier pieces' eventfds
+// are kept as duplicates for this). Anything else
 // (commands not negotiated, server-to-client commands, unknown numbers) is answered with an
 // error. Every payload size, argsz, fd count, offset and count is checked before the device
 // model is called; a failed command changes nothing and closes the fds it carried.
@@ -28,6 +33,8 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "daemon/base/event_fd.h"
+#include "daemon/pci/irq_types.h"
 #include "daemon/pci/pci_device.h"
 #include "daemon/service/session_manager.h"
 #include "daemon/transport/connection_registry.h"
@@ -79,6 +86,9 @@ class VfioUserSession {
   absl::Status ReadConfigRange(uint64_t offset, absl::Span<uint8_t> data);
   absl::Status WriteConfigRange(uint64_t offset, absl::Span<const uint8_t> data);
 
+  // SET_IRQS for MSI/MSI-X triggers with eventfds (see the file comment).
+  absl::Status SetMsiTriggers(IrqRequest request);
+
   template <typename T>
   void SetReply(const T& value) {
     reply_.resize(sizeof(T));
@@ -92,6 +102,13 @@ class VfioUserSession {
   const ServerLimits limits_;
   std::optional<Negotiated> negotiated_;
   std::vector<uint8_t> reply_;
+  // Per MSI (0) and MSI-X (1): the vectors this session enabled and a duplicate of each one's
+  // trigger eventfd.
+  struct MsiTriggers {
+    uint32_t enabled = 0;
+    std::vector<std::optional<EventFd>> eventfds;
+  };
+  MsiTriggers msi_[2];
 };
 
 }  // namespace vfiod::vfio_user
