@@ -442,7 +442,8 @@ int Run() {
   // vfio-user: one owner at a time, so each vfio-user case takes the device over from the gRPC
   // session (ReleaseOwnership, then a vfio-user connection whose VERSION claims it) and gives it
   // back afterwards (the connection closes: owner loss; the gRPC session claims again once the
-  // daemon has seen the close). Unmeasured.
+  // daemon has seen the close, and enables memory decode again, which owner loss turns off).
+  // Unmeasured.
   std::unique_ptr<VfioUserLoop> vfio_user;
   auto vfio_user_open = [&] {
     if (!(*client)->ReleaseOwnership().ok()) std::abort();
@@ -459,6 +460,7 @@ int Run() {
       if (absl::Now() > deadline) std::abort();
       absl::SleepFor(absl::Milliseconds(1));
     }
+    if (!(*client)->WriteConfig(4, 2, 0x0006).ok()) std::abort();
   };
   const int posted_batch = std::max(1, absl::GetFlag(FLAGS_posted_batch));
   uint32_t scratch = 0;
