@@ -356,6 +356,20 @@ absl::Status VfioUserSession::SetIrqs(Message& message) {
         return Invalid(kOp, absl::StrCat(message.fds.size(), " fds sent for count ", set.count,
                                          " (one per vector, or none)"));
       }
+      // Without fds, `count` is bounded by nothing the client sent: refuse a range beyond the
+      // index before allocating a slot per vector, with the device model's answers (ENOENT for
+      // an index the device lacks, EINVAL for a range beyond it). Count 0xffffffff made the
+      // daemon allocate 32 GiB and abort (tests/fuzz/seeds/vfio_user/bug-set-irqs-*).
+      const std::vector<IrqInfo>& irqs = device_->description().backend.irqs;
+      const uint32_t vectors = set.index < irqs.size() ? irqs[set.index].count : 0;
+      if (vectors == 0) {
+        return absl::NotFoundError(absl::StrCat(kOp, ": the device has no IRQ index ", set.index));
+      }
+      if (uint64_t{set.start} + set.count > vectors) {
+        return absl::OutOfRangeError(absl::StrCat(kOp, ": vectors [", set.start, ", +",
+                                                  set.count, ") exceed the ", vectors,
+                                                  " of IRQ index ", set.index));
+      }
       request.data = IrqRequest::Data::kEventfd;
       request.eventfds.resize(set.count);
       for (size_t i = 0; i < message.fds.size(); ++i) {
