@@ -453,7 +453,7 @@ std::string FormatConfig(absl::string_view config, const FormatOptions& options)
 }
 
 std::string ConfigToJson(absl::string_view config, const FormatOptions& options) {
-  // vfioctl's JSON convention (README.md, "vfioctl JSON output"): lowerCamelCase keys, 64-bit
+  // vfioctl's JSON convention (README.md, section "vfioctl", JSON): lowerCamelCase keys, 64-bit
   // values as decimal strings, everything narrower as numbers.
   auto json64 = [](uint64_t value) { return nlohmann::ordered_json(absl::StrCat(value)); };
   const ConfigHeader h = DecodeHeader(config);

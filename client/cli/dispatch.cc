@@ -43,7 +43,7 @@ first failure's code. Ownership, guest memory, mappings and the watch stream las
 session. A memory ID is the number the daemon returned or the NAME given to memory create.
 
 JSON (--json): one value per line; 64-bit integers (addresses, offsets, sizes, ids, counters)
-are decimal strings, narrower ones numbers, bytes lowercase hex (README.md, vfioctl JSON).
+are decimal strings, narrower ones numbers, bytes lowercase hex (README.md, vfioctl).
 
 Exit codes: 0 success; 1 the daemon refused (its gRPC code and message are printed), the
 connection failed, or a check failed; 2 usage error.

@@ -1,6 +1,6 @@
 // vfioctl's output: text for people, or with --json one JSON value per line for programs.
 //
-// The JSON convention (README.md, "vfioctl JSON output"), the same for every command:
+// The JSON convention (README.md, section "vfioctl", JSON), the same for every command:
 //  - Proto messages (info, state, irq events, dma unmap) are printed by protobuf's JSON printer
 //    (the proto3 JSON mapping) with every field present, zero or not.
 //  - Everything else is built with nlohmann::json by the same rules:
