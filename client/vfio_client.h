@@ -185,7 +185,7 @@ class VfioClient {
 
   // Sends `memfd` and registers `size` bytes of it (0: its whole size).
   absl::StatusOr<v1::RegisterMemoryResponse> RegisterMemory(int memfd, uint64_t size);
-  // Registers memory already sent with SendFds.
+  // Registers memory already sent with SendFds. `fd_token` goes as it is (a bytes field).
   absl::StatusOr<v1::RegisterMemoryResponse> RegisterMemoryToken(const std::string& fd_token,
                                                                  uint64_t size);
   absl::Status UnregisterMemory(uint64_t memory_id);

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <set>
 #include <string>
 #include <thread>
@@ -213,7 +214,7 @@ class VfioClientListenTest : public ::testing::Test {
   void SetUp() override {
     // TEST_TMPDIR is too long for sun_path.
     char dir[] = "/tmp/vfio_client_test.XXXXXX";
-    ASSERT_NE(::mkdtemp(dir), nullptr);
+    ASSERT_NE(::mkdtemp(dir), nullptr) << "mkdtemp(/tmp/...): " << std::strerror(errno);
     dir_ = dir;
     socket_ = dir_ + "/fake.sock";
     daemon_ = SpawnFake({"--listen=" + socket_});

@@ -6,11 +6,16 @@ set -uo pipefail
 
 vfioctl=$1
 fake=$2
-dir=$(mktemp -d /tmp/vfioctl-test.XXXXXX)
+# Under /tmp: Bazel's TEST_TMPDIR is too long for a UNIX socket's path.
+dir=$(mktemp -d /tmp/vfioctl-test.XXXXXX) || { echo "FAIL: mktemp -d under /tmp failed"; exit 1; }
 "$fake" --listen="$dir/s" &
 fake_pid=$!
 trap 'kill "$fake_pid" 2>/dev/null; wait "$fake_pid" 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do [[ -S $dir/s && -S $dir/s.fds ]] && break; sleep 0.05; done
+for _ in $(seq 200); do [[ -S $dir/s && -S $dir/s.fds ]] && break; sleep 0.05; done
+if [[ ! -S $dir/s || ! -S $dir/s.fds ]]; then
+  echo "FAIL: fake_vfiod did not listen on $dir/s within 10 s"
+  exit 1
+fi
 
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }

@@ -44,6 +44,7 @@
 #include "daemon/base/status_macros.h"
 #include "daemon/jail/jail.h"
 #include "daemon/pci/pci_device.h"
+#include "daemon/service/malformed_request.h"
 #include "daemon/service/session_manager.h"
 #include "daemon/service/vfio_device_service.h"
 #include "daemon/sim/sim_backend.h"
@@ -51,6 +52,7 @@
 #include "daemon/transport/transport.h"
 #include "daemon/vfio/vfio_backend.h"
 #include "daemon/vfio_user/vfio_user_server.h"
+#include "google/protobuf/stubs/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -150,9 +152,10 @@ absl::StatusOr<mode_t> ParseMode(const std::string& text) {
   return mode;
 }
 
-absl::StatusOr<std::unique_ptr<DeviceBackend>> OpenBackend(absl::string_view device) {
+absl::StatusOr<std::unique_ptr<DeviceBackend>> OpenBackend(absl::string_view device,
+                                                        uint64_t max_dma_bytes) {
   if (absl::StartsWith(device, "sim:")) {
-    return CreateSimulatedBackend(device.substr(4));
+    return CreateSimulatedBackend(device.substr(4), max_dma_bytes);
   }
   return OpenVfioBackend(device);
 }
@@ -413,6 +416,7 @@ std::unique_ptr<grpc::Server> BuildGrpcServer(const Config& config, VfioDeviceSe
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10 * 1000);
   builder.RegisterService(service);
+  builder.experimental().SetInterceptorCreators(MalformedRequestInterceptors());
   return builder.BuildAndStart();
 }
 
@@ -434,15 +438,29 @@ absl::StatusOr<std::string> ServeUntilStopped(const UniqueFd& signal_fd, const E
   }
 }
 
+// libprotobuf's own messages (e.g. a request string that is not UTF-8) become logfmt lines,
+// escaped and rate-limited like every other line.
+void RouteProtobufLogs() {
+  google::protobuf::SetLogHandler([](google::protobuf::LogLevel level, const char* filename,
+                                     int line, const std::string& message) {
+    const LogLevel ours = level >= google::protobuf::LOGLEVEL_ERROR     ? LogLevel::kError
+                          : level >= google::protobuf::LOGLEVEL_WARNING ? LogLevel::kWarning
+                                                                        : LogLevel::kInfo;
+    Log(ours, "libprotobuf", {{"message", message},
+                              {"source", absl::StrCat(filename, ":", line)}});
+  });
+}
+
 absl::Status Run() {
   // Writes to a socket whose peer left must fail with EPIPE, not kill the daemon.
   ::signal(SIGPIPE, SIG_IGN);
+  RouteProtobufLogs();
   VFIOD_RETURN_IF_ERROR(BlockTerminationSignals());
   VFIOD_ASSIGN_OR_RETURN(Config config, ParseConfig());
   SetLogLevel(config.log_level);
 
   // 1. The device, and everything immutable about it.
-  VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<DeviceBackend> backend, OpenBackend(config.device));
+  VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<DeviceBackend> backend, OpenBackend(config.device, config.max_dma_bytes));
   DeviceBackend* const backend_for_jail = backend.get();
   config.sessions.max_fd_tokens = ChooseFdTokenLimit(config.sessions.max_fd_tokens, *backend);
   VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<PciDevice> device,
@@ -499,6 +517,8 @@ absl::Status Run() {
       Confine(config.sandbox, backend_for_jail, transport.get(), &signal_fd, jail_options));
   VFIOD_ASSIGN_OR_RETURN(EventFd stop_event, EventFd::Create());
   stop.emplace(std::move(stop_event));
+  // From here on no log line waits for stderr (daemon/base/logging.h).
+  StartAsyncLogging();
 
   // 4. Threads: the device's (simulated device worker, IRQ watcher), then gRPC's, then the
   // transport's, which hands out connections.
@@ -523,6 +543,7 @@ absl::Status Run() {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   cleanup.Run("daemon stopping");
   LogInfo("stopped");
+  StopAsyncLogging();
   return absl::OkStatus();
 }
 

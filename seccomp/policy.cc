@@ -8,7 +8,9 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -31,6 +33,10 @@ namespace {
 // bits only, with SCMP_CMP_MASKED_EQ 0xffffffff.
 scmp_arg_cmp Low32Is(unsigned arg, uint64_t value) {
   return scmp_arg_cmp{arg, SCMP_CMP_MASKED_EQ, 0xffffffffu, value};
+}
+// Exactly `value`, all 64 bits (pointers: 0 is NULL).
+scmp_arg_cmp ArgIs(unsigned arg, uint64_t value) {
+  return scmp_arg_cmp{arg, SCMP_CMP_EQ, value, 0};
 }
 // None of `bits` set (the whole 64-bit value is checked: flag words are unsigned long).
 scmp_arg_cmp NoneOf(unsigned arg, uint64_t bits) {
@@ -111,6 +117,9 @@ const std::vector<Rule>& Rules() {
       Allow(VFIOD_SYS(eventfd2), "IRQ watch/mask eventfds, gRPC wakeups, transport wake"),
       // ---- fds and I/O
       Allow(VFIOD_SYS(read), "sockets, eventfds, the signalfd"),
+      Allow(VFIOD_SYS(preadv2),
+            "a client's eventfd (simulated INTx resample), never blocking whatever its flags",
+            {Low32Is(5, RWF_NOWAIT)}),
       Allow(VFIOD_SYS(write), "the log, eventfds, sockets"),
       Allow(VFIOD_SYS(pread64), "config space and BARs: the VFIO device fd only",
             {Low32Is(0, kVfioDeviceFd)}),
@@ -131,6 +140,10 @@ const std::vector<Rule>& Rules() {
       Allow(VFIOD_SYS(fcntl),
             "duplicates (connection watch, simulated eventfds) only above the fixed fds",
             {Low32Is(1, F_DUPFD_CLOEXEC), Low32Is(2, kFixedFdLimit)}),
+      Allow(VFIOD_SYS(prlimit64),
+            "the simulated IOMMU reads its own RLIMIT_MEMLOCK at each map, as type1 does; never "
+            "sets one",
+            {Low32Is(0, 0), Low32Is(1, RLIMIT_MEMLOCK), ArgIs(2, 0)}),
       Allow(VFIOD_SYS(getrandom), "fd-channel keys and tokens; abseil and gRPC seeds"),
       Allow(VFIOD_SYS(uname), "gRPC's kernel version check, once (KernelSupportsErrqueue)"),
       // ---- VFIO: the serving-phase requests only, each on its own fd (numbers alias across fd

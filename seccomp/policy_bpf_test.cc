@@ -13,8 +13,10 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -182,9 +184,10 @@ const std::set<int> kUnconditional = {
     SYS_getrandom, SYS_uname, SYS_accept4, SYS_recvmsg, SYS_sendmsg, SYS_shutdown,
     SYS_setsockopt, SYS_getsockname, SYS_getpeername};
 // Allowed only with some arguments (edge cases below).
-const std::set<int> kConditional = {SYS_mmap,    SYS_mprotect, SYS_clone, SYS_tgkill,
-                                    SYS_prctl,   SYS_pread64,  SYS_pwrite64, SYS_fcntl,
-                                    SYS_ioctl,   SYS_getsockopt};
+const std::set<int> kConditional = {SYS_mmap,    SYS_mprotect,  SYS_clone,   SYS_tgkill,
+                                    SYS_prctl,   SYS_pread64,   SYS_pwrite64, SYS_preadv2,
+                                    SYS_fcntl,   SYS_ioctl,     SYS_getsockopt,
+                                    SYS_prlimit64};
 const std::map<int, int> kErrno = {
     {SYS_clone3, ENOSYS}, {SYS_open, ENOENT}, {SYS_openat, ENOENT}, {SYS_unlink, EPERM}};
 
@@ -285,6 +288,32 @@ TEST_F(PolicyBpfTest, PreadPwriteOnlyOnTheDevice) {
       EXPECT_EQ(Eval(nr, {fd, 0x1000, 4, 0}), kKill) << fd;
     }
   }
+}
+
+TEST_F(PolicyBpfTest, Preadv2OnlyWithoutWaiting) {
+  const uint64_t garbage = uint64_t{0xdead} << 32;
+  EXPECT_EQ(Eval(SYS_preadv2, {16, 0x1000, 1, ~uint64_t{0}, ~uint64_t{0}, RWF_NOWAIT}), kAllow);
+  EXPECT_EQ(Eval(SYS_preadv2, {16, 0x1000, 1, 0, 0, garbage | RWF_NOWAIT}), kAllow);
+  for (uint64_t flags : {uint64_t{0}, uint64_t{RWF_HIPRI}, uint64_t{RWF_NOWAIT | RWF_HIPRI},
+                         uint64_t{RWF_SYNC}, garbage}) {
+    EXPECT_EQ(Eval(SYS_preadv2, {16, 0x1000, 1, 0, 0, flags}), kKill) << flags;
+  }
+  EXPECT_EQ(Eval(SYS_pwritev2, {16, 0x1000, 1, 0, 0, RWF_NOWAIT}), kKill);
+}
+
+TEST_F(PolicyBpfTest, PrlimitOnlyReadsOwnMemlock) {
+  const uint64_t old_limit = 0x7ffd0000;  // a pointer
+  const uint64_t garbage = uint64_t{0xdead} << 32;
+  EXPECT_EQ(Eval(SYS_prlimit64, {0, RLIMIT_MEMLOCK, 0, old_limit}), kAllow);
+  EXPECT_EQ(Eval(SYS_prlimit64, {garbage, garbage | RLIMIT_MEMLOCK, 0, old_limit}), kAllow);
+  EXPECT_EQ(Eval(SYS_prlimit64, {0, RLIMIT_MEMLOCK, 0x7ffd1000, old_limit}), kKill);  // sets
+  EXPECT_EQ(Eval(SYS_prlimit64, {0, RLIMIT_MEMLOCK, uint64_t{1} << 32, 0}), kKill);
+  EXPECT_EQ(Eval(SYS_prlimit64, {1, RLIMIT_MEMLOCK, 0, old_limit}), kKill);  // another process
+  for (uint64_t resource : {RLIMIT_NOFILE, RLIMIT_CORE, RLIMIT_FSIZE, RLIMIT_AS}) {
+    EXPECT_EQ(Eval(SYS_prlimit64, {0, resource, 0, old_limit}), kKill) << resource;
+  }
+  EXPECT_EQ(Eval(SYS_setrlimit, {RLIMIT_MEMLOCK, old_limit}), kKill);
+  EXPECT_EQ(Eval(SYS_getrlimit, {RLIMIT_MEMLOCK, old_limit}), kKill);
 }
 
 TEST_F(PolicyBpfTest, NeverExecutableMemory) {

@@ -1,6 +1,10 @@
 // `vfiod --print-policy` (the policy as the daemon loads it) must equal the checked-in golden
 // text seccomp/vfiod.pfc, so that any change to the policy shows in review. After an intended
 // change: bazel run //daemon:vfiod -- --print-policy > seccomp/vfiod.pfc
+//
+// The text is libseccomp's, so it depends on the library the build links (Debian 12's 2.5.4):
+// a mismatch under another version names both versions.
+#include <seccomp.h>
 #include <stdio.h>
 
 #include <cstdlib>
@@ -40,13 +44,27 @@ std::string Output(const std::string& command) {
   return out;
 }
 
+// The libseccomp version vfiod.pfc was printed with.
+constexpr char kGoldenLibseccomp[] = "2.5.4";
+
+// A note naming both versions when the linked libseccomp is not kGoldenLibseccomp, else "".
+std::string LibseccompNote() {
+  const scmp_version* version = seccomp_version();
+  const std::string linked = absl::StrCat(version->major, ".", version->minor, ".", version->micro);
+  if (linked == kGoldenLibseccomp) return "";
+  return absl::StrCat(" (vfiod.pfc was printed by libseccomp ", kGoldenLibseccomp,
+                      "; this build links libseccomp ", linked,
+                      ", which may print the same policy differently)");
+}
+
 TEST(PolicyGoldenTest, PrintPolicyMatchesTheGoldenFile) {
   const std::string golden = ReadFile(Runfile("seccomp/vfiod.pfc"));
   ASSERT_FALSE(golden.empty());
   const std::string printed = Output(Runfile("daemon/vfiod") + " --print-policy");
   EXPECT_EQ(printed, golden)
       << "the policy changed: review it, then bazel run //daemon:vfiod -- --print-policy > "
-         "seccomp/vfiod.pfc";
+         "seccomp/vfiod.pfc"
+      << LibseccompNote();
   // And the binary prints exactly what the library builds.
   absl::StatusOr<std::string> text = PolicyText(PolicyMode::kKill);
   ASSERT_TRUE(text.ok()) << text.status();

@@ -1,5 +1,8 @@
 #include "tests/daemon_process.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -8,12 +11,14 @@
 
 #include <cerrno>
 #include <condition_variable>
-#include <mutex>
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <mutex>
 #include <sstream>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "daemon/base/sanitizers.h"
@@ -51,6 +56,50 @@ bool Serves(const std::string& path) {
   std::unique_lock<std::mutex> lock(mu);
   done_cv.wait(lock, [&] { return done; });
   return status.ok();
+}
+
+// Why this host cannot give vfiod's jail its namespaces, or "" when it can: the namespaces the
+// jail unshares, tried in that order in a forked child (a user namespace first, when not root,
+// as the jail does).
+std::string JailNamespacesMissing() {
+  struct Step {
+    int flag;
+    const char* name;
+  };
+  static constexpr Step kSteps[] = {
+      {CLONE_NEWUSER, "CLONE_NEWUSER"}, {CLONE_NEWPID, "CLONE_NEWPID"},
+      {CLONE_NEWNS, "CLONE_NEWNS"},     {CLONE_NEWIPC, "CLONE_NEWIPC"},
+      {CLONE_NEWUTS, "CLONE_NEWUTS"},   {CLONE_NEWNET, "CLONE_NEWNET"}};
+  const bool root = ::geteuid() == 0;
+  int report_pipe[2];
+  if (::pipe2(report_pipe, O_CLOEXEC) != 0) return "";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    // Only async-signal-safe calls: the test process may have threads.
+    for (int step = 0; step < static_cast<int>(std::size(kSteps)); ++step) {
+      if (kSteps[step].flag == CLONE_NEWUSER && root) continue;
+      if (::unshare(kSteps[step].flag) != 0) {
+        const int report[2] = {step, errno};
+        (void)!::write(report_pipe[1], report, sizeof(report));
+        ::_exit(1);
+      }
+    }
+    ::_exit(0);
+  }
+  ::close(report_pipe[1]);
+  int report[2];
+  const ssize_t n = pid < 0 ? 0 : ::read(report_pipe[0], report, sizeof(report));
+  ::close(report_pipe[0]);
+  if (pid > 0) ::waitpid(pid, nullptr, 0);
+  if (n != static_cast<ssize_t>(sizeof(report))) return "";
+  std::string missing = absl::StrCat("unshare(", kSteps[report[0]].name, ") as uid ", ::geteuid(),
+                                     ": ", std::strerror(report[1]));
+  if (kSteps[report[0]].flag == CLONE_NEWUSER) {
+    absl::StrAppend(&missing,
+                    " (the jail needs root, or unprivileged user namespaces: see the sysctls "
+                    "kernel.unprivileged_userns_clone and user.max_user_namespaces)");
+  }
+  return missing;
 }
 
 }  // namespace
@@ -118,8 +167,12 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
   absl::Time deadline = absl::Now() + absl::Seconds(20);
   while (!Serves(daemon->socket_path_)) {
     if (!daemon->Running()) {
-      return absl::InternalError(
-          absl::StrCat("vfiod exited during start-up, status ", daemon->exit_status_));
+      std::string message = absl::StrCat("vfiod exited during start-up, status ",
+                                         daemon->exit_status_, " (its log names the step)");
+      if (const std::string missing = JailNamespacesMissing(); !missing.empty()) {
+        absl::StrAppend(&message, "; this host cannot give the jail its namespaces: ", missing);
+      }
+      return absl::InternalError(message);
     }
     if (absl::Now() > deadline) return absl::DeadlineExceededError("vfiod did not start");
     absl::SleepFor(absl::Milliseconds(10));
@@ -151,10 +204,33 @@ bool DaemonProcess::Running() {
 
 absl::StatusOr<pid_t> DaemonProcess::ServingPid() const {
   // With the jail the serving daemon is the launcher's only child; without it, the launcher.
-  std::ifstream children(absl::StrCat("/proc/", pid_, "/task/", pid_, "/children"));
+  // The child is found by the parent pid in /proc/<pid>/stat, which every procfs shows
+  // (/proc/<pid>/task/<tid>/children needs CONFIG_PROC_CHILDREN).
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot find vfiod's serving process: opendir(/proc): ", std::strerror(errno)));
+  }
   pid_t child = 0;
-  if (children >> child && child > 0) return child;
-  return pid_;
+  while (const dirent* entry = ::readdir(proc)) {
+    pid_t pid;
+    if (!absl::SimpleAtoi(entry->d_name, &pid)) continue;
+    std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+    std::string line;
+    if (!std::getline(stat, line)) continue;  // gone meanwhile
+    // "pid (comm) state ppid ...", where comm may hold spaces and parentheses.
+    const size_t comm_end = line.rfind(')');
+    if (comm_end == std::string::npos) continue;
+    std::istringstream fields(line.substr(comm_end + 1));
+    char state;
+    pid_t ppid;
+    if (fields >> state >> ppid && ppid == pid_) {
+      child = pid;
+      break;
+    }
+  }
+  ::closedir(proc);
+  return child > 0 ? child : pid_;
 }
 
 absl::StatusOr<int> DaemonProcess::Terminate(absl::Duration timeout) {
@@ -178,6 +254,7 @@ DaemonProcess::~DaemonProcess() {
   if (!dir_.empty()) {
     ::unlink(socket_path_.c_str());
     ::unlink((socket_path_ + ".fds").c_str());
+    ::unlink(vfio_user_path_.c_str());
     ::rmdir(dir_.c_str());
   }
 }

@@ -26,7 +26,9 @@ namespace vfiod::testing {
 class DaemonProcess {
  public:
   // Starts vfiod with --device and --listen plus `extra_args`, and waits until the socket
-  // accepts connections.
+  // accepts connections. When vfiod exits during start-up and this host cannot create the
+  // namespaces the jail needs (not root, and no unprivileged user namespaces; or a namespace
+  // type the kernel lacks), the error says which and why.
   static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(
       const std::vector<std::string>& extra_args = {});
   ~DaemonProcess();
@@ -34,7 +36,8 @@ class DaemonProcess {
   const std::string& socket_path() const { return socket_path_; }
   const std::string& vfio_user_path() const { return vfio_user_path_; }
   pid_t pid() const { return pid_; }
-  // The process serving gRPC: the launcher's child under the jail, else pid().
+  // The process serving gRPC: the launcher's child under the jail, else pid(). An error where
+  // /proc cannot be listed.
   absl::StatusOr<pid_t> ServingPid() const;
   // The exit status (as from waitpid) after SIGTERM, or after SIGKILL if it did not stop.
   absl::StatusOr<int> Terminate(absl::Duration timeout = absl::Seconds(5));

@@ -2,15 +2,24 @@
 // (config, regions, memory and DMA, IRQs, protocol). Each case asserts the exact gRPC code and
 // that the device state did not change.
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/vfio_client.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -129,6 +138,23 @@ TEST_F(HostileInputTest, MemoryRegistration) {
   EXPECT_EQ(owner_->RegisterMemory(unsealed, 0x10000).status().code(),
             StatusCode::kFailedPrecondition);
   ::close(unsealed);
+  // Sealed against future writes, or open read-only: the daemon's shared writable mapping
+  // would fail (EPERM, EACCES); a property of the fd, not of the caller's role.
+  int future_write = ::memfd_create("future-write", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_GE(future_write, 0);
+  ASSERT_EQ(::ftruncate(future_write, 0x10000), 0);
+  ASSERT_EQ(::fcntl(future_write, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE), 0);
+  EXPECT_EQ(owner_->RegisterMemory(future_write, 0x10000).status().code(),
+            StatusCode::kFailedPrecondition);
+  ::close(future_write);
+  absl::StatusOr<client::UniqueFd> sealed = VfioClient::CreateSealedMemfd("sealed", 0x10000);
+  ASSERT_TRUE(sealed.ok());
+  int read_only = ::open(absl::StrCat("/proc/self/fd/", sealed->get()).c_str(), O_RDONLY);
+  ASSERT_GE(read_only, 0);
+  EXPECT_EQ(owner_->RegisterMemory(read_only, 0x10000).status().code(),
+            StatusCode::kFailedPrecondition);
+  ::close(read_only);
+  ExpectUnchanged();
   // Not a file at all.
   int pipe_fds[2];
   ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
@@ -229,9 +255,38 @@ TEST_F(HostileInputTest, Dma) {
   EXPECT_EQ(owner_->UnmapDma(0x208000, 0x10000).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(owner_->UnmapDma(0x800000, 0x1000).status().code(), StatusCode::kNotFound);
   EXPECT_EQ(owner_->UnmapDma(0x200000, 0).status().code(), StatusCode::kInvalidArgument);
+  // Unaligned size or iova, as for MapDma, even when the range covers the whole mapping.
+  EXPECT_EQ(owner_->UnmapDma(0x200000, 0x10001).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->UnmapDma(0x200000, 0x10800).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->UnmapDma(0x1ff800, 0x11000).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(owner_->UnmapDma(0xfffffffffffff000ull, 0x2000).status().code(),
             StatusCode::kOutOfRange);
   ExpectUnchanged();
+}
+
+// The jail's RLIMIT_MEMLOCK (--max-dma-bytes) bounds pinned DMA memory: type1 refuses a map past
+// it with ENOMEM, and the simulated IOMMU the same way (RESOURCE_EXHAUSTED), leaving nothing.
+TEST(HostileInputDaemonTest, DmaPastTheMemlockLimitIsRefused) {
+  constexpr uint64_t kMiB = 1 << 20;
+  absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon =
+      testing::DaemonProcess::Start({absl::StrCat("--max-dma-bytes=", 8 * kMiB)});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  absl::StatusOr<std::unique_ptr<VfioClient>> owner = VfioClient::Connect((*daemon)->socket_path());
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  ASSERT_TRUE((*owner)->ClaimOwnership().ok());
+  absl::StatusOr<client::UniqueFd> memfd = VfioClient::CreateSealedMemfd("big", 16 * kMiB);
+  ASSERT_TRUE(memfd.ok());
+  absl::StatusOr<v1::RegisterMemoryResponse> memory =
+      (*owner)->RegisterMemory(memfd->get(), 16 * kMiB);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  absl::Status status = (*owner)->MapDma(0x1000000, 16 * kMiB, memory->memory_id(), 0);
+  EXPECT_EQ(status.code(), StatusCode::kResourceExhausted) << status;
+  absl::StatusOr<v1::DeviceState> state = (*owner)->GetState();
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->dma_mappings_size(), 0);
+  EXPECT_EQ(state->memory(0).mappings(), 0u);
+  // Within the limit, it maps.
+  EXPECT_TRUE((*owner)->MapDma(0x1000000, 4 * kMiB, memory->memory_id(), 0).ok());
 }
 
 TEST_F(HostileInputTest, DmaMappingLimitAndMapUnmapLoop) {
@@ -307,14 +362,105 @@ TEST_F(HostileInputTest, Irqs) {
   ASSERT_TRUE(owner_->SetIrqEventfds(v1::IRQ_INDEX_MSI, 0, {efd}).ok());
   EXPECT_TRUE(owner_->SetIrqAction(v1::IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_MASK).ok());
   EXPECT_TRUE(owner_->SetIrqAction(v1::IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_UNMASK).ok());
-  // INTx and MSI cannot both be enabled.
+  // INTx and MSI cannot both be enabled: a state of the device.
   int intx = ::eventfd(0, EFD_CLOEXEC);
   EXPECT_EQ(owner_->SetIrqEventfds(v1::IRQ_INDEX_INTX, 0, {intx}).code(),
-            StatusCode::kInvalidArgument);
+            StatusCode::kFailedPrecondition);
   ASSERT_TRUE(owner_->DisableIrqs(v1::IRQ_INDEX_MSI).ok());
+  ASSERT_TRUE(owner_->SetIrqEventfds(v1::IRQ_INDEX_INTX, 0, {intx}).ok());
+  EXPECT_EQ(owner_->SetIrqEventfds(v1::IRQ_INDEX_MSI, 0, {efd}).code(),
+            StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(owner_->DisableIrqs(v1::IRQ_INDEX_INTX).ok());
   ::close(efd);
   ::close(intx);
   ExpectUnchanged();
+}
+
+// A client's eventfd is shared with the daemon (one open file description): adopting it must not
+// change its flags, so the client's blocking read still blocks until the device signals. Files on
+// the same anonymous inode that are not eventfds are refused.
+TEST_F(HostileInputTest, ClientEventfdsKeepTheirFlagsAndOtherKindsAreRefused) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGUSR2);
+  const std::pair<const char*, int> others[] = {
+      {"timerfd", ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC)},
+      {"signalfd", ::signalfd(-1, &signals, SFD_CLOEXEC)},
+      {"epoll", ::epoll_create1(EPOLL_CLOEXEC)},
+  };
+  for (const auto& [name, fd] : others) {
+    ASSERT_GE(fd, 0) << name;
+    absl::StatusOr<std::vector<std::string>> token = owner_->SendFds({fd});
+    ASSERT_TRUE(token.ok()) << token.status();
+    v1::SetIrqsRequest request;
+    request.set_index(v1::IRQ_INDEX_MSI);
+    request.set_count(1);
+    request.set_action(v1::IRQ_ACTION_TRIGGER);
+    request.mutable_eventfds()->add_fd_tokens((*token)[0]);
+    absl::Status status = owner_->SetIrqs(request);
+    EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << name << ": " << status;
+    EXPECT_NE(status.message().find("not an eventfd"), absl::string_view::npos) << status;
+    ::close(fd);
+  }
+  ExpectUnchanged();
+
+  int efd = ::eventfd(0, EFD_CLOEXEC);  // blocking
+  ASSERT_GE(efd, 0);
+  ASSERT_TRUE(owner_->SetIrqEventfds(v1::IRQ_INDEX_MSI, 0, {efd}).ok());
+  EXPECT_EQ(::fcntl(efd, F_GETFL), O_RDWR);
+  std::atomic<bool> done{false};
+  uint64_t value = 0;
+  ssize_t n = 0;
+  std::thread reader([&] {
+    n = ::read(efd, &value, sizeof(value));
+    done.store(true);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(done.load()) << "the client's blocking read returned " << n << " unsignalled";
+  // A loopback trigger: the device signals the vector.
+  ASSERT_TRUE(owner_->SetIrqAction(v1::IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_TRIGGER).ok());
+  for (int i = 0; i < 500 && !done.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const bool signalled = done.load();
+  if (!signalled) {
+    const uint64_t one = 1;
+    ASSERT_EQ(::write(efd, &one, sizeof(one)), 8);  // unblock the reader
+  }
+  reader.join();
+  EXPECT_TRUE(signalled);
+  EXPECT_EQ(n, 8);
+  EXPECT_EQ(value, 1u);
+  ASSERT_TRUE(owner_->DisableIrqs(v1::IRQ_INDEX_MSI).ok());
+  ::close(efd);
+  ExpectUnchanged();
+}
+
+// A unary call with a raw body through a generic stub on a new channel (an observer session).
+grpc::Status RawCall(const std::string& socket_path, const std::string& method,
+                     const std::string& payload) {
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateChannel("unix:" + socket_path, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::Slice slice(payload);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status result;
+  stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status status) {
+                   std::lock_guard<std::mutex> lock(mu);
+                   result = status;
+                   done = true;
+                   cv.notify_one();
+                 });
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return done; });
+  return result;
 }
 
 TEST_F(HostileInputTest, Protocol) {
@@ -324,36 +470,68 @@ TEST_F(HostileInputTest, Protocol) {
   // Larger than the per-call region limit but within the message limit.
   EXPECT_EQ(owner_->WriteRegion(0, 0, std::string(128 << 10, 'x')).code(),
             StatusCode::kInvalidArgument);
-  // Undecodable bytes and an unknown method, through a generic stub on a raw channel.
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(
-      "unix:" + daemon_->socket_path(), grpc::InsecureChannelCredentials());
-  grpc::GenericStub stub(channel);
-  auto call = [&](const std::string& method, const std::string& payload) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    grpc::Slice slice(payload);
-    grpc::ByteBuffer request(&slice, 1);
-    grpc::ByteBuffer response;
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    grpc::Status result;
-    stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
-                   [&](grpc::Status status) {
-                     std::lock_guard<std::mutex> lock(mu);
-                     result = status;
-                     done = true;
-                     cv.notify_one();
-                   });
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [&] { return done; });
-    return result.error_code();
-  };
-  EXPECT_EQ(call("/vfiod.v1.VfioDevice/ReadConfig", std::string("\xff\xff\xff\xff", 4)),
-            grpc::StatusCode::INTERNAL);
-  EXPECT_EQ(call("/vfiod.v1.VfioDevice/NoSuchMethod", ""), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(call("/grpc.health.v1.Health/Check", ""), grpc::StatusCode::OK);
+  // An unknown method, and another service, through a generic stub on a raw channel.
+  const std::string socket = daemon_->socket_path();
+  EXPECT_EQ(RawCall(socket, "/vfiod.v1.VfioDevice/NoSuchMethod", "").error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(RawCall(socket, "/grpc.health.v1.Health/Check", "").error_code(),
+            grpc::StatusCode::OK);
   // The daemon still serves.
+  EXPECT_TRUE(owner_->ReadConfig(0, 4).ok());
+  ExpectUnchanged();
+}
+
+// A body that is not a valid protobuf encoding of the request is INVALID_ARGUMENT naming the
+// method, before the role check (the raw channel is an observer, so the owner-only methods would
+// say PERMISSION_DENIED for a request that parsed), and changes nothing.
+TEST_F(HostileInputTest, MalformedRequestBodiesAreInvalidArgument) {
+  const std::string socket = daemon_->socket_path();
+  const std::pair<const char*, std::string> bodies[] = {
+      {"garbage", std::string("\xff\xff\xff\xff", 4)},
+      {"truncated varint", std::string("\x08\x80\x80", 3)},
+      {"11-byte varint", "\x08" + std::string(10, '\x80') + "\x01"},
+      {"stray end-group tag", std::string("\x0c", 1)},
+      {"length past the end", std::string("\x1a\x05" "ab", 4)},
+  };
+  const std::pair<const char*, const char*> methods[] = {
+      {"ReadConfig", "vfiod.v1.ReadConfigRequest"},
+      {"WriteConfig", "vfiod.v1.WriteConfigRequest"},
+      {"RegisterMemory", "vfiod.v1.RegisterMemoryRequest"},
+      {"MapDma", "vfiod.v1.MapDmaRequest"},
+      {"SetIrqs", "vfiod.v1.SetIrqsRequest"},
+      {"WatchIrqs", "vfiod.v1.WatchIrqsRequest"},
+      {"ClaimOwnership", "vfiod.v1.ClaimOwnershipRequest"},
+  };
+  for (const auto& [method, request_type] : methods) {
+    for (const auto& [kind, body] : bodies) {
+      grpc::Status status = RawCall(socket, absl::StrCat("/vfiod.v1.VfioDevice/", method), body);
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+          << method << ", " << kind << ": " << status.error_message();
+      EXPECT_EQ(status.error_message(),
+                absl::StrCat(method, ": the request is not a valid ", request_type,
+                             " message (protobuf decoding failed)"))
+          << method << ", " << kind;
+    }
+  }
+  // A request that parses still meets the role check, and a handler's own errors pass through.
+  EXPECT_EQ(RawCall(socket, "/vfiod.v1.VfioDevice/WriteConfig", "").error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(RawCall(socket, "/vfiod.v1.VfioDevice/ReadConfig", "").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);  // size 0
+  // Tokens are bytes: any bytes parse, and a token that is not hex is the token's error.
+  const std::string not_utf8("\xff\xfe\xfd", 3);
+  absl::Status status = owner_->RegisterMemoryToken(not_utf8, 0).status();
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StartsWith(status.message(), "RegisterMemory: fd token")) << status;
+  v1::SetIrqsRequest request;
+  request.set_index(v1::IRQ_INDEX_MSI);
+  request.set_count(1);
+  request.set_action(v1::IRQ_ACTION_TRIGGER);
+  request.mutable_eventfds()->add_fd_tokens(not_utf8);
+  status = owner_->SetIrqs(request);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StartsWith(status.message(), "SetIrqs: fd token")) << status;
+  // The daemon still serves, and nothing changed.
   EXPECT_TRUE(owner_->ReadConfig(0, 4).ok());
   ExpectUnchanged();
 }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <utility>
@@ -97,9 +98,22 @@ absl::StatusOr<MemoryInfo> DmaSpace::RegisterMemory(UniqueFd fd, uint64_t size) 
         "memfd_create(MFD_ALLOW_SEALING) and fcntl(F_ADD_SEALS, F_SEAL_SHRINK) so that it "
         "cannot be truncated under the device");
   }
-  if ((seals & F_SEAL_WRITE) != 0) {
+  // Either seal makes the shared writable mapping fail (EPERM), as does an fd not open for
+  // reading and writing (EACCES): refused here, before mmap, as a property of the fd.
+  for (const auto& [seal, name] : {std::pair<int, const char*>{F_SEAL_WRITE, "F_SEAL_WRITE"},
+                                   {F_SEAL_FUTURE_WRITE, "F_SEAL_FUTURE_WRITE"}}) {
+    if ((seals & seal) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "RegisterMemory: the fd is sealed with ", name, "; DMA memory must be writable"));
+    }
+  }
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0) return Annotate(ErrnoError(errno, "fcntl(F_GETFL)"), "RegisterMemory");
+  if ((flags & O_ACCMODE) != O_RDWR) {
     return absl::FailedPreconditionError(
-        "RegisterMemory: the fd is sealed with F_SEAL_WRITE; DMA memory must be writable");
+        absl::StrCat("RegisterMemory: the fd is open ",
+                     (flags & O_ACCMODE) == O_RDONLY ? "read-only" : "write-only",
+                     "; DMA memory is mapped shared for reading and writing, which needs O_RDWR"));
   }
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   if (size == 0) size = file_size;
@@ -153,23 +167,33 @@ absl::Status DmaSpace::UnregisterMemory(uint64_t memory_id) {
   return absl::OkStatus();
 }
 
+absl::Status DmaSpace::CheckIommuAligned(
+    absl::string_view op,
+    std::initializer_list<std::pair<const char*, uint64_t>> values) const {
+  if (iommu_page_size_ == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(op, ": the IOMMU reports no supported page size"));
+  }
+  for (const auto& [what, value] : values) {
+    if (value % iommu_page_size_ != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", what, " ", Hex(value),
+                                                     " is not aligned to the ", iommu_page_size_,
+                                                     "-byte IOMMU page"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status DmaSpace::ValidateMap(const DmaMapRequest& r) const {
   if (r.size == 0) return absl::InvalidArgumentError("MapDma: size 0");
   if (!r.device_read && !r.device_write) {
     return absl::InvalidArgumentError(
         "MapDma: neither device_read nor device_write is set; a mapping needs at least one");
   }
-  if (iommu_page_size_ == 0) {
-    return absl::FailedPreconditionError("MapDma: the IOMMU reports no supported page size");
-  }
-  const std::pair<const char*, uint64_t> aligned[] = {
-      {"iova", r.iova}, {"size", r.size}, {"offset", r.offset}};
-  for (const auto& [what, value] : aligned) {
-    if (value % iommu_page_size_ != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("MapDma: ", what, " ", Hex(value),
-                                                     " is not aligned to the ", iommu_page_size_,
-                                                     "-byte IOMMU page"));
-    }
+  if (absl::Status status = CheckIommuAligned(
+          "MapDma", {{"iova", r.iova}, {"size", r.size}, {"offset", r.offset}});
+      !status.ok()) {
+    return status;
   }
   constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
   if (r.size - 1 > kMax - r.iova) {
@@ -258,6 +282,10 @@ absl::Status DmaSpace::UnmapOne(std::map<uint64_t, DmaMapRequest>::iterator it) 
 
 absl::StatusOr<UnmapResult> DmaSpace::UnmapDma(uint64_t iova, uint64_t size) {
   if (size == 0) return absl::InvalidArgumentError("UnmapDma: size 0");
+  if (absl::Status status = CheckIommuAligned("UnmapDma", {{"iova", iova}, {"size", size}});
+      !status.ok()) {
+    return status;
+  }
   if (size - 1 > std::numeric_limits<uint64_t>::max() - iova) {
     return absl::OutOfRangeError(
         absl::StrCat("UnmapDma: iova ", Hex(iova), " + size ", Hex(size), " overflows 64 bits"));

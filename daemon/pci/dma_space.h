@@ -16,13 +16,16 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/backend/device_backend.h"
 #include "daemon/base/unique_fd.h"
@@ -64,8 +67,9 @@ class DmaSpace {
   DmaSpace& operator=(const DmaSpace&) = delete;
 
   // See PciDevice::RegisterMemory. INVALID_ARGUMENT unless `fd` is a regular file (memfds
-  // are), FAILED_PRECONDITION unless it is sealed with F_SEAL_SHRINK (or when sealed against
-  // writes); `size` 0 takes the file's size, and must then be > 0 and a multiple of the host
+  // are); FAILED_PRECONDITION unless it is sealed with F_SEAL_SHRINK, when it is sealed with
+  // F_SEAL_WRITE or F_SEAL_FUTURE_WRITE, or when it is not open O_RDWR (all checked before the
+  // mmap, which would fail with EPERM/EACCES); `size` 0 takes the file's size, and must then be > 0 and a multiple of the host
   // page (INVALID_ARGUMENT) and at most the file's size (OUT_OF_RANGE); RESOURCE_EXHAUSTED
   // beyond max_memory_regions or max_memory_bytes. Mapped MAP_SHARED, read/write, never
   // executable. `fd` is closed on return either way. Ids start at 1 and are never reused.
@@ -82,8 +86,10 @@ class DmaSpace {
   // iommu.dma_mappings_available, where 0 means not reported) (RESOURCE_EXHAUSTED). Then the
   // backend maps base + offset.
   absl::Status MapDma(const DmaMapRequest& request);
-  // [iova, iova + size) must cover whole mappings: INVALID_ARGUMENT when it cuts one,
-  // NOT_FOUND when it holds none. Mappings are unmapped one by one in IOVA order; if the
+  // size > 0 and iova and size aligned to the IOMMU's smallest page, as for MapDma (the
+  // kernel's type1 EINVAL): INVALID_ARGUMENT (FAILED_PRECONDITION when it reports none);
+  // iova + size without overflow (OUT_OF_RANGE). [iova, iova + size) must cover whole
+  // mappings: INVALID_ARGUMENT when it cuts one, NOT_FOUND when it holds none. Mappings are unmapped one by one in IOVA order; if the
   // backend fails, the ones already unmapped stay unmapped and the error is returned.
   absl::StatusOr<UnmapResult> UnmapDma(uint64_t iova, uint64_t size);
 
@@ -101,6 +107,10 @@ class DmaSpace {
     uint32_t dma_mappings = 0;
   };
 
+  // INVALID_ARGUMENT naming the first of `values` (name, value) that is not a multiple of the
+  // IOMMU's smallest page; FAILED_PRECONDITION when the IOMMU reports no page size.
+  absl::Status CheckIommuAligned(
+      absl::string_view op, std::initializer_list<std::pair<const char*, uint64_t>> values) const;
   absl::Status ValidateMap(const DmaMapRequest& request) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status UnmapOne(std::map<uint64_t, DmaMapRequest>::iterator it)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

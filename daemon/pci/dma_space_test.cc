@@ -1,16 +1,18 @@
 #include "daemon/pci/dma_space.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <utility>
 
 #include "absl/strings/match.h"
+#include "daemon/base/fd_count_for_test.h"
 #include "daemon/base/unique_fd.h"
 #include "daemon/pci/fake_backend.h"
 #include "gtest/gtest.h"
@@ -19,6 +21,7 @@ namespace vfiod {
 namespace {
 
 using Code = absl::StatusCode;
+using ::vfiod::testing::CountOpenFds;
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kMiB = 1 << 20;
@@ -31,16 +34,15 @@ UniqueFd MakeMemfd(uint64_t size, int seals = F_SEAL_SHRINK) {
   return UniqueFd(fd);
 }
 
-int CountFds() {
-  int count = 0;
-  DIR* dir = ::opendir("/proc/self/fd");
-  while (dir != nullptr && ::readdir(dir) != nullptr) ++count;
-  if (dir != nullptr) ::closedir(dir);
-  return count;
-}
-
+// The number of mappings of this process, from /proc/self/maps; like CountOpenFds(), a test
+// failure and -1 where that file cannot be read.
 int CountMappings() {
   std::ifstream maps("/proc/self/maps");
+  if (!maps.is_open()) {
+    ADD_FAILURE() << "cannot count mappings for a leak check: /proc/self/maps: "
+                  << std::strerror(errno) << " (the mapping-leak checks need procfs at /proc)";
+    return -1;
+  }
   std::string line;
   int count = 0;
   while (std::getline(maps, line)) ++count;
@@ -101,12 +103,12 @@ class DmaSpaceTest : public ::testing::Test {
 };
 
 TEST_F(DmaSpaceTest, RegistersASealedMemfdAndClosesTheFd) {
-  const int fds = CountFds();
+  const int fds = CountOpenFds();
   absl::StatusOr<MemoryInfo> info = dma().RegisterMemory(MakeMemfd(kMiB), 0);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->id, 1u);
   EXPECT_EQ(info->size, kMiB);
-  EXPECT_EQ(CountFds(), fds);
+  EXPECT_EQ(CountOpenFds(), fds);
   absl::StatusOr<MemoryInfo> second = dma().RegisterMemory(MakeMemfd(kMiB), 2 * kPage);
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(second->id, 2u);
@@ -115,13 +117,33 @@ TEST_F(DmaSpaceTest, RegistersASealedMemfdAndClosesTheFd) {
 }
 
 TEST_F(DmaSpaceTest, RejectsUnsuitableFds) {
-  const int fds = CountFds();
+  const int fds = CountOpenFds();
   absl::Status status = dma().RegisterMemory(MakeMemfd(kMiB, /*seals=*/0), 0).status();
   EXPECT_EQ(status.code(), Code::kFailedPrecondition);
   EXPECT_TRUE(absl::StrContains(status.message(), "F_SEAL_SHRINK")) << status;
 
   status = dma().RegisterMemory(MakeMemfd(kMiB, F_SEAL_SHRINK | F_SEAL_WRITE), 0).status();
   EXPECT_EQ(status.code(), Code::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(status.message(), "F_SEAL_WRITE")) << status;
+
+  // The shared writable mapping would fail with EPERM: refused first, as a property of the fd.
+  status = dma().RegisterMemory(MakeMemfd(kMiB, F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE), 0).status();
+  EXPECT_EQ(status.code(), Code::kFailedPrecondition) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "F_SEAL_FUTURE_WRITE")) << status;
+
+  // A sealed memfd reopened read-only (mmap would fail with EACCES), and write-only.
+  UniqueFd sealed = MakeMemfd(kMiB);
+  ASSERT_TRUE(sealed.valid());
+  const std::string reopen = "/proc/self/fd/" + std::to_string(sealed.get());
+  for (int mode : {O_RDONLY, O_WRONLY}) {
+    UniqueFd reopened(::open(reopen.c_str(), mode | O_CLOEXEC));
+    ASSERT_TRUE(reopened.valid()) << mode;
+    status = dma().RegisterMemory(std::move(reopened), 0).status();
+    EXPECT_EQ(status.code(), Code::kFailedPrecondition) << status;
+    EXPECT_TRUE(absl::StrContains(status.message(), mode == O_RDONLY ? "read-only" : "write-only"))
+        << status;
+  }
+  sealed.Reset();
 
   int pipe_fds[2];
   ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
@@ -133,13 +155,13 @@ TEST_F(DmaSpaceTest, RejectsUnsuitableFds) {
 
   char path[] = "/tmp/dma_space_test_XXXXXX";
   int file = ::mkstemp(path);
-  ASSERT_GE(file, 0);
+  ASSERT_GE(file, 0) << "mkstemp(/tmp/...): " << std::strerror(errno);
   ::unlink(path);
   ASSERT_EQ(::ftruncate(file, kMiB), 0);
   EXPECT_EQ(dma().RegisterMemory(UniqueFd(file), 0).status().code(), Code::kFailedPrecondition);
 
   EXPECT_EQ(dma().RegisterMemory(UniqueFd(), 0).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(CountFds(), fds);
+  EXPECT_EQ(CountOpenFds(), fds);
   EXPECT_TRUE(dma().Memory().empty());
 }
 
@@ -274,6 +296,15 @@ TEST_F(DmaSpaceTest, UnmapMustCoverWholeMappings) {
   EXPECT_EQ(dma().UnmapDma(0x14000, 0xc000).status().code(), Code::kNotFound);
   EXPECT_EQ(dma().UnmapDma(0x10000, 0).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(dma().UnmapDma(0xfffffffffffff000, 0x2000).status().code(), Code::kOutOfRange);
+  // Unaligned iova or size, as for MapDma (type1's EINVAL), even when it would cover whole
+  // mappings.
+  for (const auto& [iova, size] : {std::pair<uint64_t, uint64_t>{0x20000, 0x1001},
+                                   {0x20000, 0x10001}, {0x1ffff, 0x2000}, {0x10000, 0x3fff}}) {
+    result = dma().UnmapDma(iova, size);
+    EXPECT_EQ(result.status().code(), Code::kInvalidArgument) << iova << " " << size;
+    EXPECT_TRUE(absl::StrContains(result.status().message(), "UnmapDma: ")) << result.status();
+    EXPECT_TRUE(absl::StrContains(result.status().message(), "not aligned")) << result.status();
+  }
   EXPECT_EQ(dma().Mappings().size(), 3u);
   EXPECT_EQ(backend_.unmap_calls(), 0);
 
@@ -284,7 +315,7 @@ TEST_F(DmaSpaceTest, UnmapMustCoverWholeMappings) {
   ASSERT_EQ(dma().Mappings().size(), 1u);
   EXPECT_EQ(dma().Mappings()[0].iova, 0x30000u);
 
-  result = dma().UnmapDma(0, ~uint64_t{0});  // everything
+  result = dma().UnmapDma(0, ~uint64_t{0} - (kPage - 1));  // everything but the last page
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->mappings, 1u);
   EXPECT_TRUE(backend_.mappings().empty());
@@ -337,7 +368,7 @@ TEST_F(DmaSpaceTest, MapUnmapLoopLeaksNothing) {
     ASSERT_TRUE(dma().UnmapDma(0x100000, kMiB).ok());
     ASSERT_TRUE(dma().UnregisterMemory(id).ok());
   }
-  const int fds = CountFds();
+  const int fds = CountOpenFds();
   const int maps = CountMappings();
   for (int i = 0; i < 1000; ++i) {
     absl::StatusOr<MemoryInfo> info = dma().RegisterMemory(MakeMemfd(kMiB), 0);
@@ -349,7 +380,7 @@ TEST_F(DmaSpaceTest, MapUnmapLoopLeaksNothing) {
     ASSERT_EQ(result->mappings, 2u);
     ASSERT_TRUE(dma().UnregisterMemory(info->id).ok());
   }
-  EXPECT_EQ(CountFds(), fds);
+  EXPECT_EQ(CountOpenFds(), fds);
   EXPECT_EQ(CountMappings(), maps);
   EXPECT_EQ(backend_.map_calls(), backend_.unmap_calls());
 }

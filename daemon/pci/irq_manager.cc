@@ -43,6 +43,9 @@ uint32_t Raw(IrqIndex index) { return static_cast<uint32_t>(index); }
 // MSI and MSI-X vectors cannot be masked by the kernel; the manager emulates it.
 bool IsEmulated(IrqIndex index) { return index == IrqIndex::kMsi || index == IrqIndex::kMsix; }
 
+// INTx, MSI and MSI-X: the kernel enables one of them at a time (vdev->irq_type).
+bool IsExclusive(IrqIndex index) { return index == IrqIndex::kIntx || IsEmulated(index); }
+
 uint64_t MonotonicNowNs() {
   struct timespec ts;
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -278,6 +281,16 @@ absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
         return absl::InvalidArgumentError(
             absl::StrCat("SetIrqs: ", name, " does not signal eventfds"));
       }
+      if ((r.data == Data::kEventfd || r.data == Data::kWatch) && IsExclusive(r.index)) {
+        for (IrqIndex other : {IrqIndex::kIntx, IrqIndex::kMsi, IrqIndex::kMsix}) {
+          if (other != r.index && indexes_[Raw(other)].enabled) {
+            const std::string other_name = IrqIndexName(other);
+            return absl::FailedPreconditionError(absl::StrCat(
+                "SetIrqs: ", name, " cannot be enabled while ", other_name,
+                " is enabled (one interrupt type at a time); disable ", other_name, " first"));
+          }
+        }
+      }
       if ((r.data == Data::kNone || r.data == Data::kBool) && r.index != IrqIndex::kErr &&
           r.index != IrqIndex::kReq && !index.enabled) {
         return absl::FailedPreconditionError(
@@ -492,6 +505,8 @@ absl::Status IrqManager::EmulateMaskLocked(const IrqRequest& r) {
     }
   }
 
+  std::vector<bool> deliver(r.count, false);
+  bool any_pending = false;
   for (uint32_t i = 0; i < r.count; ++i) {
     if (!selected[i]) continue;
     const uint32_t v = r.start + i;
@@ -507,19 +522,35 @@ absl::Status IrqManager::EmulateMaskLocked(const IrqRequest& r) {
     if (vector.mask_token != 0) RetireMaskLocked(index, v);
     if (vector.pending) {
       vector.pending = false;
-      const EventFd* target = TargetFdLocked(vector);
-      if (target != nullptr) {
-        absl::Status status = target->Signal();
-        if (!status.ok()) {
-          LogWarning("SetIrqs: cannot deliver a pending interrupt",
-                     {{"index", IrqIndexName(r.index)},
-                      {"vector", absl::StrCat(v)},
-                      {"error", status.ToString()}});
-        }
-      }
+      deliver[i] = TargetFdLocked(vector) != nullptr;
+      any_pending = any_pending || deliver[i];
     }
   }
+  if (any_pending) DeliverPendingLocked(r.index, r.start, deliver);
   return absl::OkStatus();
+}
+
+void IrqManager::DeliverPendingLocked(IrqIndex index, uint32_t start,
+                                      const std::vector<bool>& deliver) {
+  // A loopback trigger (SET_IRQS TRIGGER with bools): the backend signals the vectors' triggers,
+  // which point at their targets again. The daemon never writes a client's eventfd itself: the
+  // kernel's eventfd_signal() cannot block, whatever the client did to the counter or its flags.
+  const auto first = std::find(deliver.begin(), deliver.end(), true);
+  const auto last = std::find(deliver.rbegin(), deliver.rend(), true).base();
+  IrqSet set;
+  set.index = index;
+  set.start = start + static_cast<uint32_t>(first - deliver.begin());
+  set.count = static_cast<uint32_t>(last - first);
+  set.action = IrqAction::kTrigger;
+  set.data = IrqSet::Data::kBool;
+  set.bools.assign(first, last);
+  absl::Status status = backend_->SetIrqs(set);
+  if (!status.ok()) {
+    LogWarning("SetIrqs: cannot deliver pending interrupts",
+               {{"index", IrqIndexName(index)},
+                {"vectors", absl::StrCat("[", set.start, ", ", set.start + set.count, ")")},
+                {"error", status.ToString()}});
+  }
 }
 
 absl::Status IrqManager::BackendMaskLocked(IrqRequest& r) {

@@ -15,7 +15,10 @@
 //                                          (INTx/MSI/MSI-X only while the index is enabled,
 //                                          FAILED_PRECONDITION otherwise, as the kernel's EINVAL).
 //       TRIGGER + kEventfd                  the client's eventfds become the vectors' triggers
-//                                          (nullopt removes a vector's trigger).
+//                                          (nullopt removes a vector's trigger). INTx, MSI and
+//                                          MSI-X exclude each other, as in the kernel: enabling
+//                                          one (also with watch) while another is enabled is
+//                                          FAILED_PRECONDITION, before the backend.
 //       TRIGGER + kWatch                    the daemon creates one eventfd per vector, watches it
 //                                          and streams IrqEvents to subscriptions.
 //       MASK/UNMASK + kNone/kBool           MSI/MSI-X: emulated (below); other indexes only when
@@ -28,15 +31,16 @@
 //     eventfds needs the index's info eventfd flag (INVALID_ARGUMENT).
 //   - range: start + count is computed without overflow and must not exceed the index's vector
 //     count: OUT_OF_RANGE, e.g. "SetIrqs: vector range [3, 5) exceeds the 2 vectors of MSI-X".
-//   - Backend errors (e.g. INTx and MSI enabled together: the kernel's EINVAL) are returned with
-//     the operation prefixed; the state stays as it was.
+//   - Backend errors are returned with the operation prefixed; the state stays as it was.
 //
 // MSI/MSI-X masking is emulated the way QEMU and crosvm do it, because the kernel cannot mask
 // these vectors: MASK points the vector's backend trigger at a daemon-private eventfd (watched; a
 // signal there sets the vector's pending bit), UNMASK points it back at the client's (or watch)
-// eventfd and, if the vector was pending, signals that eventfd once. A masked vector with no
-// trigger just remembers the mask. INTx masking is the backend's (maskable and automasked); for
-// a watched INTx the manager marks the vector masked when it sees the interrupt (automask).
+// eventfd and, if the vector was pending, has the backend signal it once (a loopback trigger:
+// the daemon never writes a client's eventfd itself, so a client cannot block it there). A
+// masked vector with no trigger just remembers the mask. INTx masking is the backend's (maskable
+// and automasked); for a watched INTx the manager marks the vector masked when it sees the
+// interrupt (automask).
 //
 // State: `delivered` counts the interrupts the daemon itself read from watch eventfds
 // (cumulative for the life of the manager; the daemon cannot see interrupts that go straight to
@@ -156,6 +160,10 @@ class IrqManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status EmulateMaskLocked(const IrqRequest& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status BackendMaskLocked(IrqRequest& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Has the backend signal, once, the target of each vector start + i with deliver[i] (at least
+  // one): a loopback trigger over their span. Failures are logged.
+  void DeliverPendingLocked(IrqIndex index, uint32_t start, const std::vector<bool>& deliver)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Disables `index` in the backend (when it is enabled) and clears its state. With `force`,
   // the state is cleared even when the backend fails (the failure is still returned).
   absl::Status DisableIndexLocked(IrqIndex index, bool force, std::vector<IrqEvent>& events)

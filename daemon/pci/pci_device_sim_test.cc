@@ -1,7 +1,6 @@
 // PciDevice on the simulated edu device: the decode of a real device layout, region access
 // through the kernel-like backend, and DMA end to end (the device reads and writes registered
 // memory through the mappings PciDevice made).
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/pci_regs.h>
 #include <sys/mman.h>
@@ -13,6 +12,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "daemon/base/fd_count_for_test.h"
 #include "daemon/pci/pci_device.h"
 #include "daemon/sim/edu_device.h"
 #include "daemon/sim/sim_backend.h"
@@ -24,6 +24,7 @@ namespace {
 using Edu = sim::EduDevice;  // the edu register map, defined once
 
 using Code = absl::StatusCode;
+using ::vfiod::testing::CountOpenFds;
 
 // edu's BAR0 registers (QEMU hw/misc/edu.c).
 constexpr uint32_t kDmaRun = 0x1;
@@ -39,14 +40,6 @@ UniqueFd MakeMemfd(uint64_t size) {
     return UniqueFd();
   }
   return UniqueFd(fd);
-}
-
-int CountFds() {
-  int count = 0;
-  DIR* dir = ::opendir("/proc/self/fd");
-  while (dir != nullptr && ::readdir(dir) != nullptr) ++count;
-  if (dir != nullptr) ::closedir(dir);
-  return count;
 }
 
 std::unique_ptr<PciDevice> MakeEdu(absl::string_view spec = "edu") {
@@ -241,7 +234,7 @@ TEST(PciDeviceSimTest, ResetAndOwnerLoss) {
 TEST(PciDeviceSimTest, MapUnmapLoopLeaksNoFd) {
   std::unique_ptr<PciDevice> device = MakeEdu();
   ASSERT_NE(device, nullptr);
-  const int fds = CountFds();
+  const int fds = CountOpenFds();
   for (int i = 0; i < 1000; ++i) {
     absl::StatusOr<MemoryInfo> memory = device->RegisterMemory(MakeMemfd(64 * 1024), 0);
     ASSERT_TRUE(memory.ok()) << memory.status();
@@ -256,7 +249,7 @@ TEST(PciDeviceSimTest, MapUnmapLoopLeaksNoFd) {
     ASSERT_EQ(result->bytes, map.size);
     ASSERT_TRUE(device->UnregisterMemory(memory->id).ok());
   }
-  EXPECT_EQ(CountFds(), fds);
+  EXPECT_EQ(CountOpenFds(), fds);
 }
 
 }  // namespace

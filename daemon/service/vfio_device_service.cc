@@ -179,7 +179,7 @@ VfioDeviceService::VfioDeviceService(PciDevice* device, SessionManager* sessions
 absl::StatusOr<ConnectionId> VfioDeviceService::Caller(const grpc::ServerContext* context,
                                                        absl::string_view operation) const {
   std::optional<ConnectionId> id = transport_->ConnectionForPeer(context->peer());
-  if (!id.has_value() || !sessions_->Exists(*id)) {
+  if (!id.has_value() || !sessions_->NoteCall(*id)) {
     return absl::UnavailableError(
         absl::StrCat(operation, ": the calling connection is not known (it may be closing)"));
   }
@@ -398,9 +398,11 @@ absl::Status VfioDeviceService::DoSetIrqs(ConnectionId caller,
         }
         absl::StatusOr<EventFd> eventfd = EventFd::Adopt(std::move(*fds[i]));
         if (!eventfd.ok()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "SetIrqs: fd token ", hex[i], " (vector ", uint64_t{request.start()} + i,
-              "): ", eventfd.status().message()));
+          // INVALID_ARGUMENT when the fd is not an eventfd.
+          return absl::Status(eventfd.status().code(),
+                              absl::StrCat("SetIrqs: fd token ", hex[i], " (vector ",
+                                           uint64_t{request.start()} + i,
+                                           "): ", eventfd.status().message()));
         }
         irq.eventfds.push_back(*std::move(eventfd));
       }
@@ -426,7 +428,9 @@ grpc::Status VfioDeviceService::SetIrqs(grpc::ServerContext* context,
 absl::Status VfioDeviceService::DoWatchIrqs(grpc::ServerContext* context,
                                             const v1::WatchIrqsRequest& request,
                                             grpc::ServerWriter<v1::IrqEvent>* writer) {
-  VFIOD_RETURN_IF_ERROR(Caller(context, "WatchIrqs").status());
+  VFIOD_ASSIGN_OR_RETURN(ConnectionId caller, Caller(context, "WatchIrqs"));
+  // An open stream keeps its connection from being evicted as idle.
+  SessionManager::StreamScope stream = sessions_->BeginStream(caller);
   std::vector<IrqIndex> indexes;
   for (int value : request.indexes()) {
     VFIOD_ASSIGN_OR_RETURN(IrqIndex index, IrqIndexFromProto(value, "WatchIrqs"));
@@ -514,6 +518,17 @@ void VfioDeviceService::FillState(ConnectionId caller, v1::DeviceState* state) c
   }
   state->mutable_device()->set_dma_faults(snapshot.counters.dma_faults);
   state->mutable_device()->set_interrupts(snapshot.counters.interrupts);
+  switch (snapshot.last_owner_loss) {
+    case OwnerLossReset::kNone:
+      state->set_last_owner_loss(v1::OWNER_LOSS_RESET_NONE);
+      break;
+    case OwnerLossReset::kReset:
+      state->set_last_owner_loss(v1::OWNER_LOSS_RESET_DEVICE_RESET);
+      break;
+    case OwnerLossReset::kDecodeDisabled:
+      state->set_last_owner_loss(v1::OWNER_LOSS_RESET_DECODE_DISABLED);
+      break;
+  }
 }
 
 grpc::Status VfioDeviceService::GetState(grpc::ServerContext* context,

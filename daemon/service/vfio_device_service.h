@@ -3,7 +3,9 @@
 // The only place where generated proto types meet the device model, and the only place where
 // absl::Status becomes grpc::Status (ToGrpcStatus). Each handler identifies the calling session
 // from the connection (Transport::ConnectionForPeer), checks its role, decodes and range-checks
-// the proto fields (open proto3 enums included), calls PciDevice, and encodes the answer.
+// the proto fields (open proto3 enums included), calls PciDevice, and encodes the answer. A
+// request that does not decode never reaches a handler; malformed_request.h maps gRPC's INTERNAL
+// for it to INVALID_ARGUMENT.
 //
 // Thread-safety: handlers run concurrently on gRPC's threads; all state lives in PciDevice and
 // SessionManager, which are thread-safe.

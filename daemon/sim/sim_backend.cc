@@ -3,6 +3,7 @@
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "daemon/base/errno_status.h"
 #include "daemon/base/event_fd.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/status_macros.h"
@@ -170,7 +172,12 @@ class SimEduBackend final : public DeviceBackend, private sim::EduBus {
   void SendMsi() override;
   void SetIntx(bool asserted) override;
 
+  // The pages the kernel would let this process pin: RLIMIT_MEMLOCK's soft limit (or the
+  // injected one) in pages; no limit for RLIM_INFINITY. The errno status when it cannot be read.
+  absl::StatusOr<uint64_t> MemlockLimitPages() const;
+
   BackendInfo info_;
+  const std::optional<uint64_t> memlock_limit_;
   // Both set by Start() (no thread may exist before the jail) and fixed afterwards: the worker
   // and other threads only read them after Start() returned.
   std::optional<EventFd> wake_;
@@ -202,6 +209,7 @@ class SimEduBackend final : public DeviceBackend, private sim::EduBus {
 
   std::map<uint64_t, Mapping> mappings_;  // by IOVA
   uint32_t dma_avail_ = kDmaEntryLimit;
+  uint64_t pinned_pages_ = 0;  // of kIommuPageSize (the host page), over all mappings
 
   uint64_t iommu_faults_ = 0;
   uint64_t interrupts_ = 0;
@@ -219,7 +227,8 @@ absl::StatusOr<std::unique_ptr<SimEduBackend>> SimEduBackend::Create(const SimEd
 }
 
 SimEduBackend::SimEduBackend(const SimEduOptions& options)
-    : edu_(this, sim::EduOptions{options.factorial_delay, options.dma_delay}) {
+    : memlock_limit_(options.memlock_limit),
+      edu_(this, sim::EduOptions{options.factorial_delay, options.dma_delay}) {
   BuildInfo(options);
   std::lock_guard<std::mutex> lock(mu_);
   BootAndOpen();
@@ -888,10 +897,34 @@ absl::Status SimEduBackend::MapDma(const DmaMap& map) {
   if (map.host_address == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(what, "no host memory (EFAULT)"));
   }
+  // vfio_pin_pages_remote(): locked_vm + the new pages must stay within RLIMIT_MEMLOCK.
+  const uint64_t pages = map.size / kIommuPageSize;
+  VFIOD_ASSIGN_OR_RETURN(const uint64_t limit_pages, MemlockLimitPages());
+  if (pages > limit_pages || pinned_pages_ > limit_pages - pages) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        what, "pinning ", pages, " more pages on top of ", pinned_pages_,
+        " exceeds RLIMIT_MEMLOCK of ", limit_pages, " pages (ENOMEM)"));
+  }
   mappings_[map.iova] =
       Mapping{map.size, static_cast<uint8_t*>(map.host_address), map.device_read, map.device_write};
   --dma_avail_;
+  pinned_pages_ += pages;
   return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> SimEduBackend::MemlockLimitPages() const {
+  uint64_t bytes;
+  if (memlock_limit_.has_value()) {
+    bytes = *memlock_limit_;
+  } else {
+    struct rlimit limit;
+    if (::prlimit(0, RLIMIT_MEMLOCK, nullptr, &limit) != 0) {
+      return ErrnoError(errno, "MapDma: prlimit(RLIMIT_MEMLOCK)");
+    }
+    if (limit.rlim_cur == RLIM_INFINITY) return std::numeric_limits<uint64_t>::max();
+    bytes = limit.rlim_cur;
+  }
+  return bytes / kIommuPageSize;
 }
 
 // vfio_dma_do_unmap() for a Type1v2 container.
@@ -926,6 +959,7 @@ absl::Status SimEduBackend::UnmapDma(uint64_t iova, uint64_t size) {
   auto begin = mappings_.lower_bound(iova);
   auto end = mappings_.upper_bound(last);
   dma_avail_ += static_cast<uint32_t>(std::distance(begin, end));
+  for (auto it = begin; it != end; ++it) pinned_pages_ -= it->second.size / kIommuPageSize;
   mappings_.erase(begin, end);
   return absl::OkStatus();
 }
@@ -1022,13 +1056,15 @@ absl::StatusOr<std::unique_ptr<DeviceBackend>> CreateSimulatedEdu(const SimEduOp
   return std::unique_ptr<DeviceBackend>(std::move(backend));
 }
 
-absl::StatusOr<std::unique_ptr<DeviceBackend>> CreateSimulatedBackend(absl::string_view spec) {
+absl::StatusOr<std::unique_ptr<DeviceBackend>> CreateSimulatedBackend(
+    absl::string_view spec, std::optional<uint64_t> memlock_limit) {
   std::vector<absl::string_view> parts = absl::StrSplit(spec, ',');
   if (parts[0] != "edu") {
     return absl::InvalidArgumentError(
         absl::StrCat("simulated device \"", parts[0], "\" is unknown (known: edu)"));
   }
   SimEduOptions options;
+  options.memlock_limit = memlock_limit;
   for (size_t i = 1; i < parts.size(); ++i) {
     if (parts[i] == "reset") {
       options.reset_supported = true;

@@ -24,7 +24,11 @@
 //   - MapDma/UnmapDma follow vfio_iommu_type1 v2, with the IOMMU facts of QEMU 7.2's
 //     intel-iommu under Linux 6.1: 4K|2M|1G pages, usable IOVAs [0, 0xfedfffff] and
 //     [0xfef00000, 2^aw - 1] (the MSI window is reserved; aw = 39 bits by default as QEMU 7.2's
-//     aw-bits, 48 with "aw=48"), 65535 mappings. The device reaches memory only through these
+//     aw-bits, 48 with "aw=48"), 65535 mappings. Pinned pages are charged as type1 charges them
+//     (vfio_pin_pages_remote): every page of every mapping counts, a map that would take the
+//     total past RLIMIT_MEMLOCK (read at map time; SimEduOptions::memlock_limit) fails whole
+//     with the kernel's ENOMEM, RESOURCE_EXHAUSTED, and unmap uncharges. The process's own
+//     mlock()ed memory, which the kernel counts too, is not (the daemon locks none). The device reaches memory only through these
 //     mappings, under the backend's lock: once UnmapDma returns, the device never touches the
 //     unmapped memory again.
 //
@@ -62,7 +66,9 @@
 #define VFIOD_DAEMON_SIM_SIM_BACKEND_H_
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -75,12 +81,20 @@ struct SimEduOptions {
   int iommu_address_width = 39;  // 39 or 48: the last usable IOVA is 2^width - 1
   std::chrono::nanoseconds factorial_delay = std::chrono::milliseconds(1);
   std::chrono::nanoseconds dma_delay = std::chrono::milliseconds(2);
+  // The RLIMIT_MEMLOCK, in bytes, that MapDma charges pinned pages against. nullopt: the
+  // process's soft limit, read at each MapDma as type1 reads it (the daemon's jail sets it from
+  // --max-dma-bytes after the backend exists). Tests inject one.
+  std::optional<uint64_t> memlock_limit;
 };
 
 // `spec` is "edu" followed by optional comma-separated flags: "reset" (advertise and implement
 // VFIO_DEVICE_RESET) and "aw=39" / "aw=48" (IOMMU address width). INVALID_ARGUMENT names an
-// unknown device or flag.
-absl::StatusOr<std::unique_ptr<DeviceBackend>> CreateSimulatedBackend(absl::string_view spec);
+// unknown device or flag. `memlock_limit`: SimEduOptions::memlock_limit. The daemon passes
+// --max-dma-bytes, the RLIMIT_MEMLOCK its jail sets: a host whose hard limit clamps the real
+// rlimit below that (no CAP_SYS_RESOURCE) constrains only the kernel backend, the one that pins
+// host memory, so the simulated device keeps the budget the daemon was given.
+absl::StatusOr<std::unique_ptr<DeviceBackend>> CreateSimulatedBackend(
+    absl::string_view spec, std::optional<uint64_t> memlock_limit = std::nullopt);
 
 // The same device with every option spelled out (tests use the delays).
 absl::StatusOr<std::unique_ptr<DeviceBackend>> CreateSimulatedEdu(const SimEduOptions& options);

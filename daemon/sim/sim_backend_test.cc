@@ -1,12 +1,16 @@
 #include "daemon/sim/sim_backend.h"
 
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -691,6 +695,10 @@ TEST_F(SimBackendTest, DmaMapValidation) {
 }
 
 TEST_F(SimBackendTest, DmaMappingLimit) {
+  // 65535 pinned pages: more than most RLIMIT_MEMLOCKs (the charge has its own tests).
+  SimEduOptions options;
+  options.memlock_limit = std::numeric_limits<uint64_t>::max();
+  backend_ = Make(options);
   Memory memory(4096);
   for (uint64_t i = 0; i < 65535; ++i) {
     ASSERT_TRUE(backend_->MapDma(Map(i * 4096, 4096, memory.data())).ok()) << i;
@@ -701,6 +709,58 @@ TEST_F(SimBackendTest, DmaMappingLimit) {
   EXPECT_TRUE(backend_->MapDma(Map(65535 * 4096, 4096, memory.data())).ok());
   ASSERT_TRUE(backend_->UnmapDma(0, uint64_t{1} << 32).ok());
   EXPECT_TRUE(backend_->MapDma(Map(0, 4096, memory.data())).ok());
+}
+
+// type1 charges every pinned page of every mapping against RLIMIT_MEMLOCK at map time (ENOMEM,
+// RESOURCE_EXHAUSTED, as the kernel backend reports it) and uncharges at unmap.
+TEST_F(SimBackendTest, PinnedPagesAreChargedAgainstTheMemlockLimit) {
+  constexpr uint64_t kMiB = 1 << 20;
+  SimEduOptions options;
+  options.memlock_limit = 8 * kMiB;
+  backend_ = Make(options);
+  Memory memory(16 * kMiB);
+  ASSERT_NE(memory.data(), nullptr);
+  absl::Status status = backend_->MapDma(Map(0x1000000, 16 * kMiB, memory.data()));
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("RLIMIT_MEMLOCK"));
+  // Nothing was mapped: a device DMA there faults, and the whole limit is still free.
+  SetCommandBits(kCommandMaster);
+  RunDma(kDmaBuffer, 0x1000000, 64, kDmaToRam);
+  EXPECT_EQ(backend_->Counters().dma_faults, 1u);
+  ASSERT_TRUE(backend_->MapDma(Map(0x1000000, 4 * kMiB, memory.data())).ok());
+  // The same memory mapped twice is charged twice, as type1 does.
+  ASSERT_TRUE(backend_->MapDma(Map(0x2000000, 4 * kMiB, memory.data())).ok());
+  EXPECT_EQ(backend_->MapDma(Map(0x3000000, 4096, memory.data())).code(),
+            absl::StatusCode::kResourceExhausted);
+  // Unmapping uncharges.
+  ASSERT_TRUE(backend_->UnmapDma(0x2000000, 4 * kMiB).ok());
+  EXPECT_TRUE(backend_->MapDma(Map(0x3000000, 4 * kMiB, memory.data())).ok());
+}
+
+// Without an injected limit the process's own RLIMIT_MEMLOCK counts, read at map time: in a
+// child (the limit is per process), 8 MiB set after the backend exists, as the daemon's jail does.
+TEST_F(SimBackendTest, TheProcessMemlockLimitIsReadAtMapTime) {
+  constexpr uint64_t kMiB = 1 << 20;
+  Memory memory(16 * kMiB);
+  ASSERT_NE(memory.data(), nullptr);
+  absl::StatusOr<std::unique_ptr<DeviceBackend>> backend = CreateSimulatedEdu(SimEduOptions{});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    struct rlimit limit = {8 * kMiB, 8 * kMiB};
+    if (::setrlimit(RLIMIT_MEMLOCK, &limit) != 0) ::_exit(10);
+    if ((*backend)->MapDma(Map(0x1000000, 16 * kMiB, memory.data())).code() !=
+        absl::StatusCode::kResourceExhausted) {
+      ::_exit(11);
+    }
+    if (!(*backend)->MapDma(Map(0x1000000, 8 * kMiB, memory.data())).ok()) ::_exit(12);
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10: setrlimit, 11: 16 MiB not refused, 12: 8 MiB refused";
 }
 
 TEST_F(SimBackendTest, UnmapDuringDmaNeverTouchesUnmappedMemory) {

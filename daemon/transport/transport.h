@@ -44,8 +44,11 @@
 //
 // Threading: Create() binds the sockets and starts nothing (call it before the jail); it opens
 // no fd but the sockets, which FdsForJail() lists. Start() creates the epoll instance and a wake
-// eventfd and starts one event thread running an epoll loop; all TransportEvents callbacks and
-// ConnectionHandler::Adopt calls are made from that thread, one at a time.
+// eventfd and starts one event thread running an epoll loop, and a second thread for closes:
+// OnConnectionClosed and OnFdChannelClosed run there, in the order the connections closed (an
+// owner's loss may take long, and must not stall the loop that serves everyone else); every
+// other TransportEvents callback and ConnectionHandler::Adopt run on the event thread, one at a
+// time. A connection's OnConnectionOpened always precedes its OnConnectionClosed.
 // ConnectionForPeer() is thread-safe. Shutdown() stops the thread and closes every socket the
 // transport still owns; it is idempotent and the destructor calls it. Connections adopted by a
 // ConnectionHandler belong to the handler, which stops them itself.
@@ -64,6 +67,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "daemon/base/unique_fd.h"
 #include "daemon/transport/connection_registry.h"
 #include "proto/vfiod/v1/fd_channel.h"
@@ -97,7 +101,19 @@ class TransportEvents {
   virtual absl::StatusOr<std::vector<FdTokenBytes>> OnFdsReceived(FdChannelId id,
                                                                   std::vector<UniqueFd> fds) = 0;
   virtual void OnFdChannelClosed(FdChannelId id) = 0;
+
+  // Whether fd channel `id` is bound to a session. A channel still unbound kFdChannelBindTimeout
+  // after it opened is closed, and at the fd-channel quota the oldest unbound channel makes room
+  // for a new one, so unbound channels cannot hold every slot.
+  virtual bool IsFdChannelBound(FdChannelId id) = 0;
+  // At the gRPC quota: which of `candidates` (open gRPC connections) may be closed to admit a
+  // new one: an observer that is idle (no stream open, no call for a while), the longest idle
+  // first; never the owner. nullopt: none may.
+  virtual std::optional<ConnectionId> EvictableConnection(
+      const std::vector<ConnectionId>& candidates) = 0;
 };
+
+inline constexpr absl::Duration kFdChannelBindTimeout = absl::Seconds(5);
 
 // A protocol served outside the transport's event thread (vfio-user).
 class ConnectionHandler {
@@ -151,8 +167,9 @@ class Transport {
   // Stops the event thread and waits for it. Before exiting, the thread reports every open fd
   // channel and connection closed (OnFdChannelClosed, OnConnectionClosed). Then the listening
   // sockets are closed and their files removed if the paths still name the inodes bound (gRPC
-  // connections themselves belong to `server`). Must not be called from a TransportEvents
-  // callback: there it only requests the stop, and a later call from another thread waits.
+  // connections themselves belong to `server`). Returns once every close callback has run.
+  // Must not be called from a TransportEvents callback: from the event thread it only requests
+  // the stop (a later call from another thread waits); from the close thread it deadlocks.
   virtual void Shutdown() = 0;
 };
 

@@ -44,7 +44,7 @@ TEST(UnixSocketTest, PathLengthIsCheckedAgainstSunPath) {
 
 TEST(UnixSocketTest, BindCreatesSocketWithExactModeAndRemovesItOnClose) {
   ShortTempDir dir;
-  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(dir.ok()) << dir.error();
   const std::string path = dir.File("s");
   mode_t old_umask = ::umask(022);
   absl::StatusOr<UnixListener> listener = UnixListener::Bind(path, UnixSocketKind::kStream, 0600);
@@ -58,7 +58,7 @@ TEST(UnixSocketTest, BindCreatesSocketWithExactModeAndRemovesItOnClose) {
 
 TEST(UnixSocketTest, BindRestoresBitsTheUmaskRemoved) {
   ShortTempDir dir;
-  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(dir.ok()) << dir.error();
   const std::string path = dir.File("s");
   mode_t old_umask = ::umask(077);
   absl::StatusOr<UnixListener> listener =
@@ -82,7 +82,7 @@ void MakeStaleSocket(const std::string& path, int type) {
 
 TEST(UnixSocketTest, StaleSocketIsReplaced) {
   ShortTempDir dir;
-  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(dir.ok()) << dir.error();
   const std::string path = dir.File("s");
   MakeStaleSocket(path, SOCK_STREAM);
   ASSERT_TRUE(S_ISSOCK(ModeOf(path)));
@@ -97,7 +97,7 @@ TEST(UnixSocketTest, StaleSocketIsReplaced) {
 
 TEST(UnixSocketTest, LiveSocketIsRefused) {
   ShortTempDir dir;
-  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(dir.ok()) << dir.error();
   const std::string path = dir.File("s");
   absl::StatusOr<UnixListener> first = UnixListener::Bind(path, UnixSocketKind::kStream, 0600);
   ASSERT_TRUE(first.ok()) << first.status();
@@ -112,7 +112,7 @@ TEST(UnixSocketTest, LiveSocketIsRefused) {
 
 TEST(UnixSocketTest, NonSocketPathIsRefusedAndLeftAlone) {
   ShortTempDir dir;
-  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(dir.ok()) << dir.error();
   const std::string path = dir.File("s");
   UniqueFd file(::open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
   ASSERT_TRUE(file.valid());
@@ -123,7 +123,7 @@ TEST(UnixSocketTest, NonSocketPathIsRefusedAndLeftAlone) {
 
 TEST(UnixSocketTest, UnlinkLeavesAReplacementAlone) {
   ShortTempDir dir;
-  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(dir.ok()) << dir.error();
   const std::string path = dir.File("s");
   absl::StatusOr<UnixListener> listener = UnixListener::Bind(path, UnixSocketKind::kStream, 0600);
   ASSERT_TRUE(listener.ok());
@@ -136,7 +136,7 @@ TEST(UnixSocketTest, UnlinkLeavesAReplacementAlone) {
 
 TEST(UnixSocketTest, AcceptGivesPeerCredentialsAndNonBlockingFd) {
   ShortTempDir dir;
-  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(dir.ok()) << dir.error();
   const std::string path = dir.File("s");
   absl::StatusOr<UnixListener> listener = UnixListener::Bind(path, UnixSocketKind::kStream, 0600);
   ASSERT_TRUE(listener.ok());

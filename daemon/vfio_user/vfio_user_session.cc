@@ -417,6 +417,10 @@ absl::Status VfioUserSession::SetMsiTriggers(IrqRequest request) {
   if (request.data != IrqRequest::Data::kEventfd) return device_->SetIrqs(std::move(request));
   const uint32_t start = request.start;
   const uint64_t end = uint64_t{start} + request.count;
+  const uint32_t vectors =
+      device_->description().backend.irqs[static_cast<uint32_t>(request.index)].count;
+  // A range beyond the index's vectors is the device model's to refuse (OUT_OF_RANGE).
+  if (end > vectors) return device_->SetIrqs(std::move(request));
   VFIOD_ASSIGN_OR_RETURN(std::vector<std::optional<EventFd>> kept,
                          Duplicates(request.eventfds));
   const bool grows = triggers.enabled > 0 && end > triggers.enabled;

@@ -132,6 +132,10 @@ TEST_F(VfioUserSessionTest, DisableForgetsTheBlockAndAPieceBeyondTheVectorsChang
   EXPECT_EQ(backend_->enabled_vectors(IrqIndex::kMsix), 2u);
   EXPECT_EQ(MsixTriggers()[0], Trigger::kClientEventfd);
   EXPECT_EQ(MsixTriggers()[1], Trigger::kClientEventfd);
+  // start + count past 2^32 while the index is enabled: refused, nothing allocated for it.
+  EXPECT_EQ(MsixPiece(0xffffffff, 1, true), static_cast<uint32_t>(EINVAL));
+  EXPECT_EQ(MsixPiece(0xfffffffe, 2, false), static_cast<uint32_t>(EINVAL));
+  EXPECT_EQ(backend_->enabled_vectors(IrqIndex::kMsix), 2u);
   ASSERT_EQ(DisableMsix(), 0u);
   EXPECT_EQ(backend_->enabled_vectors(IrqIndex::kMsix), 0u);
   ASSERT_EQ(MsixPiece(0, 1, true), 0u);

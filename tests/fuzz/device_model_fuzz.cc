@@ -16,8 +16,9 @@
 //     inside registered memory, and each memory's mapping count is right; registered memory
 //     stays within the limits;
 //   - MapDma, UnmapDma and UnregisterMemory return exactly the status code that their contract
-//     (daemon/pci/dma_space.h) gives for the state before the call (an independent model), and
-//     a successful call changes the state exactly as described;
+//     (daemon/pci/dma_space.h, and the simulated type1's RLIMIT_MEMLOCK charge) gives for the
+//     state before the call (an independent model), and a successful call changes the state
+//     exactly as described;
 //   - a successful config or region access was a valid one; a non-eventfd is never adopted as
 //     an eventfd.
 // At the end of each input: ReleaseOwnerResources() leaves no memory, no mapping and no IRQ
@@ -308,6 +309,10 @@ Code ExpectedMapCode(const DmaMapRequest& r, const DeviceSnapshot& before, const
     if (m.iova <= last && r.iova <= m.iova + (m.size - 1)) return Code::kAlreadyExists;
   }
   if (before.mappings.size() >= model.max_mappings) return Code::kResourceExhausted;
+  // The backend's type1 charge: every mapped byte counts against RLIMIT_MEMLOCK.
+  uint64_t pinned = r.size;
+  for (const DmaMapRequest& m : before.mappings) pinned += m.size;
+  if (pinned > fuzz::kFuzzMemlockBytes) return Code::kResourceExhausted;
   return Code::kOk;
 }
 
@@ -315,6 +320,7 @@ Code ExpectedMapCode(const DmaMapRequest& r, const DeviceSnapshot& before, const
 Code ExpectedUnmapCode(uint64_t iova, uint64_t size, const DeviceSnapshot& before,
                        UnmapResult* removed) {
   if (size == 0) return Code::kInvalidArgument;
+  if (iova % kPage != 0 || size % kPage != 0) return Code::kInvalidArgument;
   if (size - 1 > kMax64 - iova) return Code::kOutOfRange;
   const uint64_t last = iova + (size - 1);
   bool any = false;

@@ -25,6 +25,7 @@ std::unique_ptr<PciDevice> MakeFuzzDevice() {
   // Short completion delays (the default 1-2 ms would dominate every input that waits).
   options.factorial_delay = std::chrono::microseconds(20);
   options.dma_delay = std::chrono::microseconds(20);
+  options.memlock_limit = kFuzzMemlockBytes;
   absl::StatusOr<std::unique_ptr<DeviceBackend>> backend = CreateSimulatedEdu(options);
   FUZZ_CHECK(backend.ok(), "CreateSimulatedEdu: ", backend.status().ToString());
   absl::StatusOr<std::unique_ptr<PciDevice>> device =

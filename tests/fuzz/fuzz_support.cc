@@ -9,9 +9,11 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 namespace vfiod::fuzz {
@@ -39,7 +41,8 @@ void Fail(int line, const char* condition, const std::string& message) {
 int CountFds() {
   int count = 0;
   DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) return -1;
+  FUZZ_CHECK(dir != nullptr, "cannot count open fds for the leak checks: opendir(/proc/self/fd): ",
+             std::strerror(errno), " (they need procfs at /proc)");
   while (struct dirent* entry = ::readdir(dir)) {
     if (entry->d_name[0] != '.') ++count;
   }

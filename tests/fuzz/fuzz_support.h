@@ -28,7 +28,8 @@ void SetTrace(const std::vector<std::string>* trace);
     if (!(cond)) ::vfiod::fuzz::Fail(__LINE__, #cond, ::absl::StrCat(__VA_ARGS__)); \
   } while (0)
 
-// The number of open fds of this process.
+// The number of open fds of this process, from /proc/self/fd; fails the input (Fail) where that
+// cannot be listed, since two failed counts would hide a leak.
 int CountFds();
 // Waits (up to 2 s) for the fd count to come back to `expected`, then checks it: the simulated
 // device's worker drops its copy of an INTx unmask eventfd only when it next wakes.

@@ -14,10 +14,17 @@
 #   jailed_ioctl  tests/lab/jailed_ioctl_test: a process jailed and filtered like vfiod, on the
 #                 real edu device's fds, lives through SET_IRQS and dies by SIGSYS on
 #                 PCI_HOT_RESET (MAP_DMA's number) and other requests on the device fd
+#   jail          tests/jail_test, unchanged, on the real edu device: the serving process seen
+#                 through /proc, as root with CAP_SYS_RESOURCE (RLIMIT_MEMLOCK raised, not
+#                 clamped as on a host without it)
+#   policy_kernel seccomp/policy_kernel_test, unchanged, on the guest's kernel, which has the
+#                 i386 system-call entry (VFIOD_EXPECT_I386_ENTRY=1): the i386 case is checked
+#                 even where the host's kernel has no such entry
 #   walkthrough   the vfioctl walk-through of tools/demo.sh on the real edu device
-# and prints a summary with timings. Exit codes are the lab's: 0 every part passed, 1 a part
-# failed, 2 the lab (or the build) failed. Environment: see tools/lab/README.md (LAB_CACHE,
-# LAB_ACCEL, LAB_TIMEOUT, ...); BAZEL (default bazel).
+# and prints a summary with timings, every skipped test and every check reported not
+# applicable. Exit codes are the lab's: 0 every part passed, 1 a part failed, 2 the lab (or the
+# build) failed. Environment: see tools/lab/README.md (LAB_CACHE, LAB_ACCEL, LAB_TIMEOUT, ...);
+# BAZEL (default bazel).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -33,7 +40,8 @@ t_start=$(date +%s.%N)
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; }
 
 targets=(//daemon:vfiod //client:vfioctl //tests:edu_scenario_test //tests:owner_loss_test
-  //tests:owner_process //tests/lab:zoo_test //tests/lab:jailed_ioctl_test)
+  //tests:owner_process //tests/lab:zoo_test //tests/lab:jailed_ioctl_test //tests:jail_test
+  //seccomp:policy_kernel_test)
 echo "lab-suite: building ${targets[*]}"
 if ! "$BAZEL" build "${targets[@]}"; then
   echo "lab-suite: RESULT: ERROR (the build failed)" >&2
@@ -52,6 +60,8 @@ adds=(
   --add "$bin/tests/owner_loss_test:$suite/owner_loss_test"
   --add "$bin/tests/lab/zoo_test:$suite/zoo_test"
   --add "$bin/tests/lab/jailed_ioctl_test:$suite/jailed_ioctl_test"
+  --add "$bin/tests/jail_test:$suite/jail_test"
+  --add "$bin/seccomp/policy_kernel_test:$suite/policy_kernel_test"
   --add "$bin/daemon/vfiod:$suite/runfiles/vfiod/daemon/vfiod"
   --add "$bin/tests/owner_process:$suite/runfiles/vfiod/tests/owner_process"
   --add "$PWD/tools/demo_walkthrough.sh:$suite/demo_walkthrough.sh"
@@ -60,10 +70,11 @@ adds=(
 # fastbuild); the lab stages shared libraries at the path ldd names, which is not where $ORIGIN
 # points from the binary's real path, so put them there too.
 declare -A solibs=()
-for test in edu_scenario_test owner_loss_test lab/zoo_test lab/jailed_ioctl_test; do
+for test in tests/edu_scenario_test tests/owner_loss_test tests/lab/zoo_test \
+  tests/lab/jailed_ioctl_test tests/jail_test seccomp/policy_kernel_test; do
   while read -r lib; do
     solibs[$lib]=1
-  done < <(ldd "$bin/tests/$test" | awk '$3 ~ /\/_solib_[^\/]*\// {print $3}')
+  done < <(ldd "$bin/$test" | awk '$3 ~ /\/_solib_[^\/]*\// {print $3}')
 done
 for lib in "${!solibs[@]}"; do
   dir=$(basename "$(dirname "$lib")")
@@ -95,9 +106,10 @@ while read -r line; do
   n_parts=$((n_parts + 1))
   [[ $result == PASS ]] || n_failed=$((n_failed + 1))
 done < <(grep -a '^LAB-SUITE-PART:' "$console" | tr -d '\r')
-# One line per failed or skipped test (gtest's result line, which ends with its time).
-grep -aE '^\[ *(FAILED|SKIPPED) *\] [A-Za-z].* \([0-9]+ ms\)' "$console" | tr -d '\r' |
-  sed -E 's/, where GetParam\(\) = / /; s/^/  /'
+# One line per failed or skipped test (gtest's result line, which ends with its time), and
+# one per check reported not applicable (tests/host_report.h).
+grep -aE '^\[ *(FAILED|SKIPPED) *\] [A-Za-z].* \([0-9]+ ms\)|^not applicable: ' "$console" |
+  tr -d '\r' | sed -E 's/, where GetParam\(\) = / /; s/^/  /'
 lab_summary=$(grep -a '^lab: result:' "$labout" | tail -n 1)
 echo "  ${lab_summary#lab: }"
 echo "  build ${t_build}s, lab run ${t_lab}s, whole suite $(elapsed "$t_start")s"

@@ -22,7 +22,11 @@ QEMU=${LAB_QEMU:-qemu-system-x86_64}
 BUSYBOX=/bin/busybox
 HOST_PACKAGES=(qemu-system-x86 busybox-static xz-utils cpio)
 # The modules the guest loads; their dependencies are added from the modules' own .modinfo.
-GUEST_MODULES=(vfio vfio_iommu_type1 vfio_pci vfio_pci_core irqbypass)
+# uio_pci_generic is there for programs that want a kernel-counted INTx without an IOMMU
+# (tests/vmm's guest boot); init does not load it.
+GUEST_MODULES=(vfio vfio_iommu_type1 vfio_pci vfio_pci_core irqbypass uio uio_pci_generic)
+# What the cached kernel folder and base initramfs were built with (a change rebuilds them).
+MODULES_STAMP="kernel=$LAB_KERNEL_DEB_SHA256 modules=${GUEST_MODULES[*]}"
 # cryptomgr.notests skips the crypto self-tests: 0.4 s of the boot under TCG.
 KERNEL_CMDLINE="console=ttyS0 intel_iommu=on panic=-1 quiet cryptomgr.notests"
 # The zoo's NICs have no network backend on purpose; QEMU warns about it (not shown).
@@ -103,6 +107,9 @@ options:
   --mem MB           guest memory (default 1024)
   --log FILE         copy the console log to FILE
   -q, --quiet        do not stream the console; show its tail on failure
+  --no-zoo           no lab devices (the program brings its own with --qemu-arg)
+  --no-iommu         no emulated VT-d (and no intel_iommu=on): DMA addresses are guest-physical
+  --qemu-arg ARG     one more QEMU argument (repeatable), after the zoo's
 
 exit codes: 0 pass, 1 the program failed, 2 lab failure (no result, timeout, setup, usage)
 environment: LAB_CACHE (cache folder, default <repo>/.lab-cache), LAB_ACCEL (auto|tcg|kvm),
@@ -205,7 +212,7 @@ prepare_kernel() {
   local kdir tmp bz offset deb
   kdir=$(kernel_dir)
   deb=$(deb_path)
-  [[ -f $kdir/.complete && $(cat "$kdir/.complete") == "$LAB_KERNEL_DEB_SHA256" ]] && return 0
+  [[ -f $kdir/.complete && $(cat "$kdir/.complete") == "$MODULES_STAMP" ]] && return 0
   verify_deb "$deb"
   log "extracting $LAB_KERNEL_PACKAGE (vmlinux and the vfio modules)"
   rm -rf "$kdir"
@@ -265,7 +272,7 @@ prepare_kernel() {
   done
   cp "$src/modules.builtin" "$src/modules.order" "$dst/"
   "$BUSYBOX" depmod -b "$kdir/modroot" "$KERNEL_RELEASE" || die "busybox depmod failed"
-  echo "$LAB_KERNEL_DEB_SHA256" >"$kdir/.complete"
+  echo "$MODULES_STAMP" >"$kdir/.complete"
 }
 
 # The part of the initramfs every run shares: busybox with its applet links, the modules,
@@ -273,7 +280,7 @@ prepare_kernel() {
 build_base_cpio() {
   local kdir stamp stage applet
   kdir=$(kernel_dir)
-  stamp="format=$BASE_FORMAT kernel=$LAB_KERNEL_DEB_SHA256 busybox=$(sha256sum "$BUSYBOX" | cut -d' ' -f1)"
+  stamp="format=$BASE_FORMAT $MODULES_STAMP busybox=$(sha256sum "$BUSYBOX" | cut -d' ' -f1)"
   [[ -f $kdir/base.cpio && -f $kdir/base.stamp && $(cat "$kdir/base.stamp") == "$stamp" ]] && return 0
   [[ $(head -c4 "$BUSYBOX" | od -An -tx1 | tr -d ' ') == 7f454c46 ]] || die "$BUSYBOX is not an ELF file"
   if ldd "$BUSYBOX" >/dev/null 2>&1; then
@@ -428,6 +435,7 @@ build_run_cpio() {
     "$LAB_DIR/guest/lab-selftest" "$LAB_DIR/guest/lab-sysfs-facts" "$STAGE/lab/tools/"
   chmod 0755 "$STAGE/init" "$STAGE/lab/tools/lab-selftest" "$STAGE/lab/tools/lab-sysfs-facts"
   for entry in "${ZOO[@]}"; do
+    ((NO_ZOO)) && break
     IFS='|' read -r name vendor device _ <<<"$entry"
     echo "$name $vendor $device"
   done >"$STAGE/lab/devices"
@@ -490,15 +498,19 @@ qemu_args() {
     machine=q35,kernel-irqchip=split # intremap=on needs it under KVM
   fi
   QEMU_ARGS=(-accel "$accel" -cpu max -machine "$machine" -m "$MEM_MB" -smp 1
-    -nodefaults -no-user-config -display none -serial stdio -no-reboot -nic none
-    -device intel-iommu,intremap=on)
+    -nodefaults -no-user-config -display none -serial stdio -no-reboot -nic none)
+  if ! ((NO_IOMMU)); then QEMU_ARGS+=(-device intel-iommu,intremap=on); fi
   for entry in "${ZOO[@]}"; do
+    ((NO_ZOO)) && break
     IFS='|' read -r name vendor device args <<<"$entry"
     read -ra args <<<"$args"
     QEMU_ARGS+=("${args[@]}")
   done
+  QEMU_ARGS+=("${QEMU_EXTRA[@]}")
+  local cmdline=$KERNEL_CMDLINE
+  if ((NO_IOMMU)); then cmdline=${cmdline/intel_iommu=on /}; fi
   QEMU_ARGS+=(-kernel "$(kernel_dir)/vmlinux" -initrd "$WORK/initramfs.cpio"
-    -append "$KERNEL_CMDLINE${LAB_KERNEL_ARGS:+ $LAB_KERNEL_ARGS}")
+    -append "$cmdline${LAB_KERNEL_ARGS:+ $LAB_KERNEL_ARGS}")
 }
 
 now() { echo "${EPOCHREALTIME/,/.}"; }
@@ -581,7 +593,7 @@ choose_accel() {
 # Commands
 
 QUIET=0 KEEP=0 TIMEOUT=${LAB_TIMEOUT:-120} MEM_MB=1024 LOG_COPY="" OUT=""
-ADDS=() ENVS=()
+ADDS=() ENVS=() NO_ZOO=0 NO_IOMMU=0 QEMU_EXTRA=()
 
 # parse_options COMMAND ARGS...: sets the option globals and PROGRAM_ARGV.
 parse_options() {
@@ -603,6 +615,9 @@ parse_options() {
         [[ $cmd == sysfs-facts ]] || usage_error "--out is for sysfs-facts"
         (($# >= 2)) || usage_error "--out needs a value"; OUT=$2; shift 2 ;;
       -q | --quiet) QUIET=1; shift ;;
+      --no-zoo) NO_ZOO=1; shift ;;
+      --no-iommu) NO_IOMMU=1; shift ;;
+      --qemu-arg) (($# >= 2)) || usage_error "--qemu-arg needs a value"; QEMU_EXTRA+=("$2"); shift 2 ;;
       --) shift; PROGRAM_ARGV=("$@"); break ;;
       *) usage_error "unknown option '$1'" ;;
     esac
