@@ -54,19 +54,32 @@ std::string RoleNote(Role role) { return role == Role::kOwner ? " (owner)" : "";
 // The words of a command path: "region read32" -> {"region", "read32"}.
 std::vector<std::string> Words(const std::string& name) { return absl::StrSplit(name, ' '); }
 
+// `text` in lines of at most `width` characters, broken at spaces.
+std::vector<std::string> Wrap(const std::string& text, size_t width) {
+  std::vector<std::string> lines(1);
+  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    if (!lines.back().empty() && lines.back().size() + 1 + word.size() > width)
+      lines.emplace_back();
+    absl::StrAppend(&lines.back(), lines.back().empty() ? "" : " ", word);
+  }
+  return lines;
+}
+
 // The end of `vfioctl --help`: every command with its synopsis and summary, the conventions.
 std::string CommandList(const std::vector<Command>& commands) {
-  std::string out = "\nCommands (vfioctl COMMAND --help describes one):\n";
   constexpr size_t kColumn = 40;
+  constexpr size_t kWidth = 100;
+  std::string out = "\nCommands (vfioctl COMMAND --help describes one):\n";
   for (const Command& command : commands) {
-    std::string left =
+    const std::string left =
         absl::StrCat("  ", command.name, command.synopsis.empty() ? "" : " ", command.synopsis);
-    const std::string summary = absl::StrCat(command.summary, RoleNote(command.role));
-    if (left.size() + 1 > kColumn) {
-      absl::StrAppend(&out, left, "\n", std::string(kColumn, ' '), summary, "\n");
-    } else {
-      absl::StrAppend(&out, left, std::string(kColumn - left.size(), ' '), summary, "\n");
-    }
+    const std::string indent(kColumn, ' ');
+    out += left.size() + 1 > kColumn ? absl::StrCat(left, "\n", indent)
+                                     : absl::StrCat(left, std::string(kColumn - left.size(), ' '));
+    out +=
+        absl::StrJoin(Wrap(absl::StrCat(command.summary, RoleNote(command.role)), kWidth - kColumn),
+                      absl::StrCat("\n", indent));
+    out += "\n";
   }
   out += kConventions;
   return out;
@@ -91,11 +104,6 @@ class Dispatcher::Parser {
                   "deadline of each call and of connecting (default 5s)");
       root_->add_flag("--claim", globals->claim,
                       "claim ownership first, in this connection (owner commands need it)");
-      root_->parse_complete_callback([globals] {
-        if (globals->timeout == absl::ZeroDuration()) {
-          throw CLI::ValidationError("--timeout must be > 0");
-        }
-      });
     }
     for (const Command& command : commands) {
       CLI::App* node = root_.get();
@@ -329,6 +337,10 @@ int Dispatcher::Main(const std::vector<std::string>& args) {
   if (parser.help()) {
     std::cout << parser.help_text();
     return kExitOk;
+  }
+  if (globals.timeout == absl::ZeroDuration()) {
+    std::cerr << "vfioctl: --timeout must be > 0\n" << kShortUsage;
+    return kExitUsage;
   }
   Context ctx(globals, *this, std::cout);
   const int code = Report(ctx, RunParsed(ctx, parser), "");
