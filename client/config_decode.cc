@@ -1,10 +1,12 @@
 #include "client/config_decode.h"
 
 #include <bitset>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
 
 namespace vfiod::client {
 namespace {
@@ -30,24 +32,6 @@ uint16_t Read16(absl::string_view config, size_t offset) {
 uint32_t Read32(absl::string_view config, size_t offset) { return Read(config, offset, 4); }
 
 const char* Flag(bool on) { return on ? "+" : "-"; }
-
-std::string JsonString(absl::string_view text) {
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      absl::StrAppendFormat(&out, "\\u%04x", static_cast<unsigned char>(c));
-    } else {
-      out.push_back(c);
-    }
-  }
-  out.push_back('"');
-  return out;
-}
-
-const char* JsonBool(bool value) { return value ? "true" : "false"; }
 
 std::string PcieDescription(absl::string_view config, uint16_t offset) {
   static constexpr const char* kTypes[16] = {
@@ -469,73 +453,79 @@ std::string FormatConfig(absl::string_view config, const FormatOptions& options)
 }
 
 std::string ConfigToJson(absl::string_view config, const FormatOptions& options) {
+  // vfioctl's JSON convention (README.md, section "vfioctl", JSON): lowerCamelCase keys, 64-bit
+  // values as decimal strings, everything narrower as numbers.
+  auto json64 = [](uint64_t value) { return nlohmann::ordered_json(absl::StrCat(value)); };
   const ConfigHeader h = DecodeHeader(config);
-  std::string out = "{";
-  absl::StrAppendFormat(
-      &out,
-      "\"vendorId\":%d,\"deviceId\":%d,\"revision\":%d,\"classCode\":%d,\"className\":%s,"
-      "\"headerType\":%d,\"multifunction\":%s,\"subsystemVendorId\":%d,\"subsystemId\":%d,"
-      "\"command\":%d,\"commandFlags\":%s,\"status\":%d,\"statusFlags\":%s,"
-      "\"latencyTimer\":%d,\"cacheLineSize\":%d,\"interruptLine\":%d,\"interruptPin\":%d,"
-      "\"rom\":%d",
-      h.vendor_id, h.device_id, h.revision, h.class_code, JsonString(ClassName(h.class_code)),
-      h.header_type, JsonBool(h.multifunction), h.subsystem_vendor_id, h.subsystem_id, h.command,
-      JsonString(DecodeCommand(h.command)), h.status, JsonString(DecodeStatus(h.status)),
-      h.latency_timer, h.cache_line_size, h.interrupt_line, h.interrupt_pin, h.rom);
-  out += ",\"bars\":[";
-  std::vector<std::string> items;
+  nlohmann::ordered_json out = {
+      {"vendorId", h.vendor_id},
+      {"deviceId", h.device_id},
+      {"revision", h.revision},
+      {"classCode", h.class_code},
+      {"className", ClassName(h.class_code)},
+      {"headerType", h.header_type},
+      {"multifunction", h.multifunction},
+      {"subsystemVendorId", h.subsystem_vendor_id},
+      {"subsystemId", h.subsystem_id},
+      {"command", h.command},
+      {"commandFlags", DecodeCommand(h.command)},
+      {"status", h.status},
+      {"statusFlags", DecodeStatus(h.status)},
+      {"latencyTimer", h.latency_timer},
+      {"cacheLineSize", h.cache_line_size},
+      {"interruptLine", h.interrupt_line},
+      {"interruptPin", h.interrupt_pin},
+      {"rom", h.rom},
+  };
+  nlohmann::ordered_json& bars = out["bars"] = nlohmann::ordered_json::array();
   for (const BarDecode& bar : DecodeBars(config, options.bar_sizes)) {
-    items.push_back(absl::StrFormat(
-        "{\"index\":%d,\"kind\":\"%s\",\"is64bit\":%s,\"prefetchable\":%s,\"address\":%d,"
-        "\"size\":%d}",
-        bar.index, bar.io ? "io" : "memory", JsonBool(bar.is_64bit), JsonBool(bar.prefetchable),
-        bar.address, bar.size));
+    bars.push_back({{"index", bar.index},
+                    {"kind", bar.io ? "io" : "memory"},
+                    {"is64bit", bar.is_64bit},
+                    {"prefetchable", bar.prefetchable},
+                    {"address", json64(bar.address)},
+                    {"size", json64(bar.size)}});
   }
-  out += absl::StrJoin(items, ",");
-  out += "],\"capabilities\":[";
-  items.clear();
+  nlohmann::ordered_json& caps = out["capabilities"] = nlohmann::ordered_json::array();
   const CapabilityWalk walk = WalkCapabilities(config);
   for (const CapabilityEntry& cap : walk.capabilities) {
-    std::string item = absl::StrFormat("{\"id\":%d,\"offset\":%d,\"name\":%s", cap.id, cap.offset,
-                                       JsonString(cap.name));
+    nlohmann::ordered_json item = {{"id", cap.id}, {"offset", cap.offset}, {"name", cap.name}};
     if (cap.id == 0x05) {
       if (std::optional<MsiDecode> msi = DecodeMsi(config, cap.offset)) {
-        absl::StrAppendFormat(
-            &item,
-            ",\"msi\":{\"enable\":%s,\"vectorsCapable\":%d,\"vectorsEnabled\":%d,\"is64bit\":%s,"
-            "\"perVectorMasking\":%s,\"address\":%d,\"data\":%d}",
-            JsonBool(msi->enable), msi->vectors_capable, msi->vectors_enabled,
-            JsonBool(msi->is_64bit), JsonBool(msi->per_vector_masking), msi->address, msi->data);
+        item["msi"] = {{"enable", msi->enable},
+                       {"vectorsCapable", msi->vectors_capable},
+                       {"vectorsEnabled", msi->vectors_enabled},
+                       {"is64bit", msi->is_64bit},
+                       {"perVectorMasking", msi->per_vector_masking},
+                       {"address", json64(msi->address)},
+                       {"data", msi->data}};
       }
     } else if (cap.id == 0x11) {
       if (std::optional<MsixDecode> msix = DecodeMsix(config, cap.offset)) {
-        absl::StrAppendFormat(
-            &item,
-            ",\"msix\":{\"enable\":%s,\"functionMask\":%s,\"tableSize\":%d,\"tableBir\":%d,"
-            "\"tableOffset\":%d,\"pbaBir\":%d,\"pbaOffset\":%d}",
-            JsonBool(msix->enable), JsonBool(msix->function_mask), msix->table_size,
-            msix->table_bir, msix->table_offset, msix->pba_bir, msix->pba_offset);
+        item["msix"] = {{"enable", msix->enable},
+                        {"functionMask", msix->function_mask},
+                        {"tableSize", msix->table_size},
+                        {"tableBir", msix->table_bir},
+                        {"tableOffset", msix->table_offset},
+                        {"pbaBir", msix->pba_bir},
+                        {"pbaOffset", msix->pba_offset}};
       }
     }
-    item += "}";
-    items.push_back(std::move(item));
+    caps.push_back(std::move(item));
   }
-  out += absl::StrJoin(items, ",");
-  out += "],\"extendedCapabilities\":[";
-  items.clear();
+  nlohmann::ordered_json& extended_caps = out["extendedCapabilities"] =
+      nlohmann::ordered_json::array();
   const CapabilityWalk extended = WalkExtendedCapabilities(config);
   for (const CapabilityEntry& cap : extended.capabilities) {
-    items.push_back(absl::StrFormat("{\"id\":%d,\"offset\":%d,\"version\":%d,\"name\":%s}", cap.id,
-                                    cap.offset, cap.version, JsonString(cap.name)));
+    extended_caps.push_back(
+        {{"id", cap.id}, {"offset", cap.offset}, {"version", cap.version}, {"name", cap.name}});
   }
-  out += absl::StrJoin(items, ",");
-  out += "]";
-  std::vector<std::string> errors;
-  if (!walk.error.empty()) errors.push_back(JsonString(walk.error));
-  if (!extended.error.empty()) errors.push_back(JsonString(extended.error));
-  if (!errors.empty()) absl::StrAppend(&out, ",\"errors\":[", absl::StrJoin(errors, ","), "]");
-  out += "}";
-  return out;
+  nlohmann::ordered_json errors = nlohmann::ordered_json::array();
+  if (!walk.error.empty()) errors.push_back(walk.error);
+  if (!extended.error.empty()) errors.push_back(extended.error);
+  if (!errors.empty()) out["errors"] = std::move(errors);
+  // Names come from tables here, but never let a stray byte make the output invalid.
+  return out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 std::string HexDump(absl::string_view data, uint32_t base) {

@@ -119,7 +119,8 @@ struct FormatOptions {
 
 // A human-readable description in the manner of `lspci -vv`, one item per line.
 std::string FormatConfig(absl::string_view config, const FormatOptions& options = {});
-// The same content as one JSON object.
+// The same content as one JSON object, by vfioctl's JSON convention (64-bit values, the BAR and
+// MSI addresses and BAR sizes, as decimal strings).
 std::string ConfigToJson(absl::string_view config, const FormatOptions& options = {});
 // "00: 34 12 e8 11 ..." lines of 16 bytes, as `lspci -xxx`; `base` is the offset of data[0].
 std::string HexDump(absl::string_view data, uint32_t base = 0);

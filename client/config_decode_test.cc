@@ -106,7 +106,7 @@ TEST(ConfigDecodeTest, EduJson) {
   const std::string json = ConfigToJson(EduConfig(), options);
   EXPECT_THAT(json, HasSubstr("\"vendorId\":4660,\"deviceId\":4584,\"revision\":16"));
   EXPECT_THAT(json, HasSubstr("\"bars\":[{\"index\":0,\"kind\":\"memory\",\"is64bit\":false"));
-  EXPECT_THAT(json, HasSubstr("\"size\":1048576"));
+  EXPECT_THAT(json, HasSubstr("\"size\":\"1048576\""));
   EXPECT_THAT(json, HasSubstr("\"name\":\"MSI\",\"msi\":{\"enable\":false"));
   EXPECT_EQ(json.front(), '{');
   EXPECT_EQ(json.back(), '}');

@@ -107,8 +107,9 @@ memory fill m 0 2 0x5a
 memory dump m 0 4
 SCRIPT
 expect_out json '{"command":"memory create 4K m","line":1}'
-expect_out json '{"memory_id":7,"size":4096,"name":"m"}'
-expect_out json '{"memory_id":7,"offset":0,"data":"5a5a0000"}'
+# vfioctl's JSON convention: lowerCamelCase keys, 64-bit values as decimal strings.
+expect_out json '{"memoryId":"7","size":"4096","name":"m"}'
+expect_out json '{"memoryId":"7","offset":"0","data":"5a5a0000"}'
 
 run expect-error-mismatch 1 expect-error NOT_FOUND region read32 0 0
 expect_err expect-error-mismatch "expected NOT_FOUND, got UNIMPLEMENTED"

@@ -28,6 +28,9 @@ _LIBS = {
     "grpc": {"modules": ["grpc++"], "extra": ["-lgrpc++_reflection"]},
     "protobuf": {"modules": ["protobuf"], "extra": []},
     "seccomp": {"modules": ["libseccomp"], "extra": []},
+    # Header-only: vfioctl's command line (CLI11) and its non-protobuf JSON (nlohmann/json).
+    "cli11": {"modules": ["CLI11"], "extra": []},
+    "nlohmann_json": {"modules": ["nlohmann_json"], "extra": []},
     "gtest": {"modules": ["gtest", "gmock"], "extra": ["-lpthread"]},
     "gtest_main": {"modules": ["gtest_main", "gmock"], "extra": ["-lpthread"]},
 }

@@ -8,6 +8,8 @@ packages=(
   g++ pkgconf
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libseccomp-dev libgtest-dev libgmock-dev
+  # vfioctl: its command line, its JSON, and the completion framework its script plugs into
+  libcli11-dev nlohmann-json3-dev bash-completion
   clang libclang-rt-14-dev
   python3
   # the VM lab (tools/lab/lab.sh): QEMU, the guest's busybox, the kernel's xz, the initramfs

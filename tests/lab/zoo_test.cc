@@ -270,9 +270,15 @@ const v1::IrqIndexState* FindIrqState(const v1::DeviceState& state, v1::IrqIndex
   return nullptr;
 }
 
+// A number of vfioctl's JSON: 64-bit values are decimal strings, narrower ones numbers.
 double Number(const Struct& object, const std::string& key) {
   auto it = object.fields().find(key);
-  return it == object.fields().end() ? -1 : it->second.number_value();
+  if (it == object.fields().end()) return -1;
+  if (it->second.has_string_value()) {
+    uint64_t value;
+    return absl::SimpleAtoi(it->second.string_value(), &value) ? static_cast<double>(value) : -1;
+  }
+  return it->second.number_value();
 }
 
 class ZooTest : public ::testing::TestWithParam<LabDevice> {
