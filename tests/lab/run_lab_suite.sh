@@ -21,6 +21,7 @@
 #                 i386 system-call entry (VFIOD_EXPECT_I386_ENTRY=1): the i386 case is checked
 #                 even where the host's kernel has no such entry
 #   walkthrough   the vfioctl walk-through of tools/demo.sh on the real edu device
+#   qemu_walkthrough  the QEMU step of tools/demo.sh (tools/demo_qemu.sh) on the real edu
 #   qemu_real     tests/lab/qemu_real_test: QEMU 11 (lab.sh --qemu11 puts it in the guest) under
 #                 qtest attached over vfio-user to vfiod on edu, e1000e and nvme: config space
 #                 and BARs through QEMU against sysfs and vfiod's gRPC ReadRegion, edu's
@@ -47,7 +48,7 @@ elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; 
 
 targets=(//daemon:vfiod //client:vfioctl //tests:edu_scenario_test //tests:owner_loss_test
   //tests:owner_process //tests/lab:zoo_test //tests/lab:jailed_ioctl_test //tests:jail_test
-  //seccomp:policy_kernel_test //tests/lab:qemu_real_test)
+  //seccomp:policy_kernel_test //tests/lab:qemu_real_test //tests/vmm:qemu_edu_demo)
 echo "lab-suite: building ${targets[*]}"
 if ! "$BAZEL" build "${targets[@]}"; then
   echo "lab-suite: RESULT: ERROR (the build failed)" >&2
@@ -69,6 +70,8 @@ adds=(
   --add "$bin/tests/jail_test:$suite/jail_test"
   --add "$bin/seccomp/policy_kernel_test:$suite/policy_kernel_test"
   --add "$bin/tests/lab/qemu_real_test:$suite/qemu_real_test"
+  --add "$bin/tests/vmm/qemu_edu_demo:$suite/qemu_edu_demo"
+  --add "$PWD/tools/demo_qemu.sh:$suite/demo_qemu.sh"
   --add "$bin/daemon/vfiod:$suite/runfiles/vfiod/daemon/vfiod"
   --add "$bin/tests/owner_process:$suite/runfiles/vfiod/tests/owner_process"
   --add "$PWD/tools/demo_walkthrough.sh:$suite/demo_walkthrough.sh"
@@ -88,9 +91,9 @@ for lib in "${!solibs[@]}"; do
   adds+=(--add "$lib:$(realpath "$bin")/$dir/$(basename "$lib")")
 done
 
-# QEMU 11 in the guest (about 68 MB more initramfs) only for a run with the qemu_real part.
+# QEMU 11 in the guest (about 68 MB more initramfs) only for a run with a qemu_* part.
 qemu11=()
-if ((${#parts[@]} == 0)) || [[ " ${parts[*]} " == *" qemu_real "* ]]; then qemu11=(--qemu11); fi
+if ((${#parts[@]} == 0)) || [[ " ${parts[*]} " == *" qemu_"* ]]; then qemu11=(--qemu11); fi
 
 console=$(mktemp /tmp/vfiod-lab-suite.XXXXXX)
 labout=$(mktemp /tmp/vfiod-lab-suite-stderr.XXXXXX)
@@ -106,14 +109,14 @@ t_lab=$(elapsed "$t_lab")
 
 echo
 echo "lab-suite: summary"
-printf '  %-14s %-6s %s\n' PART RESULT SECONDS
+printf '  %-16s %-6s %s\n' PART RESULT SECONDS
 n_parts=0
 n_failed=0
 while read -r line; do
   name=$(sed -n 's/.* name=\([^ ]*\).*/\1/p' <<<"$line")
   result=$(sed -n 's/.* result=\([^ ]*\).*/\1/p' <<<"$line")
   seconds=$(sed -n 's/.* seconds=\([^ ]*\).*/\1/p' <<<"$line")
-  printf '  %-14s %-6s %s\n' "$name" "$result" "$seconds"
+  printf '  %-16s %-6s %s\n' "$name" "$result" "$seconds"
   n_parts=$((n_parts + 1))
   [[ $result == PASS ]] || n_failed=$((n_failed + 1))
 done < <(grep -a '^LAB-SUITE-PART:' "$console" | tr -d '\r')
