@@ -16,9 +16,11 @@
 namespace vfiod::vfio_user {
 namespace {
 
-// The kernel's SCM_MAX_FD: the most fds one SCM_RIGHTS message can carry.
-constexpr uint32_t kKernelMaxFdsPerMessage = 253;
-constexpr uint32_t kMinMaxMsgFds = 16;
+// The fds this server takes in one message. QEMU (hw/vfio-user: VFIO_USER_MAX_MAX_FDS) refuses
+// a server that offers more than 16 ("malformed max_msg_fds") and ends the attach, so a larger
+// offer (nvme's 65 MSI-X vectors) would lock QEMU out; QEMU sends a larger eventfd array in
+// pieces of at most this many, which the session assembles (vfio_user_session.h).
+constexpr uint32_t kMaxMsgFds = 16;
 // Room for the VERSION JSON and SET_IRQS bools beyond the largest region access.
 constexpr size_t kMessageSlack = 4096;
 
@@ -26,11 +28,7 @@ constexpr size_t kMessageSlack = 4096;
 
 ServerLimits LimitsFor(const PciDevice& device) {
   ServerLimits limits;
-  uint32_t largest_index = 0;
-  for (const IrqInfo& irq : device.description().backend.irqs) {
-    largest_index = std::max(largest_index, irq.count);
-  }
-  limits.max_msg_fds = std::clamp(largest_index, kMinMaxMsgFds, kKernelMaxFdsPerMessage);
+  limits.max_msg_fds = kMaxMsgFds;
   limits.max_data_xfer_size = device.limits().max_region_access_bytes;
   const uint32_t iommu_maps = device.description().backend.iommu.dma_mappings_available;
   limits.max_dma_maps = iommu_maps == 0 ? device.limits().max_dma_mappings

@@ -38,9 +38,9 @@ struct ServerOptions {
   absl::Duration version_timeout = absl::Seconds(5);
 };
 
-// The limits this server offers for `device` within the daemon's own limits: max_msg_fds covers
-// the device's largest IRQ index (so QEMU sets a whole index in one message) up to the kernel's
-// SCM_MAX_FD (253), and at least 16.
+// The limits this server offers for `device` within the daemon's own limits: max_msg_fds 16 (the
+// most QEMU accepts; a larger IRQ index arrives in pieces), the transfer size, DMA windows and
+// page sizes from the device's limits and IOMMU.
 ServerLimits LimitsFor(const PciDevice& device);
 
 class VfioUserServer final : public ConnectionHandler {

@@ -5,15 +5,16 @@
 # per part, then exits 0 only if every part passed.
 #
 # Usage: guest_suite.sh SUITE_DIR [PART...]
-# (parts: edu_scenario owner_loss zoo jailed_ioctl jail policy_kernel walkthrough; default
-# all). With LAB_SUITE_VERBOSE=1 a part's output is shown as it runs (tools/demo.sh).
+# (parts: edu_scenario owner_loss zoo jailed_ioctl jail policy_kernel walkthrough
+# qemu_walkthrough qemu_real; default all). With LAB_SUITE_VERBOSE=1 a part's output is shown as it runs (tools/demo.sh).
 # SUITE_DIR holds vfiod, vfioctl, edu_scenario_test, owner_loss_test, zoo_test,
-# jailed_ioctl_test, jail_test, policy_kernel_test, demo_walkthrough.sh and
+# jailed_ioctl_test, jail_test, policy_kernel_test, qemu_real_test, qemu_edu_demo,
+# demo_walkthrough.sh, demo_qemu.sh and
 # runfiles/vfiod/{daemon/vfiod,tests/owner_process}.
 set -u
 suite=${1:?usage: guest_suite.sh SUITE_DIR [PART...]}
 shift
-parts=${*:-edu_scenario owner_loss zoo jailed_ioctl jail policy_kernel walkthrough}
+parts=${*:-edu_scenario owner_loss zoo jailed_ioctl jail policy_kernel walkthrough qemu_walkthrough qemu_real}
 
 export VFIOD_BINARY=$suite/vfiod
 export VFIOCTL_BINARY=$suite/vfioctl
@@ -49,7 +50,7 @@ part() {
     awk '/: Skipped$/ { skipping = 1; reason = ""; next }
       skipping && /^\[  SKIPPED \]/ { print $0 (reason == "" ? "" : ": " reason); skipping = 0; next }
       skipping && NF > 0 && reason == "" { reason = $0; next }
-      /^\[ *(OK|SKIPPED|PASSED|FAILED) *\]|^walkthrough:|^not applicable: / { print }' \
+      /^\[ *(OK|SKIPPED|PASSED|FAILED) *\]|^walkthrough:|^demo_qemu:|^qemu_real:|^not applicable: / { print }' \
       "/tmp/$name.log"
   else
     result=FAIL
@@ -86,6 +87,41 @@ walkthrough() {
   return "$rc"
 }
 
+# The LAB_DEVICES entries of edu, e1000e and nvme.
+qemu_real_devices() {
+  for entry in $LAB_DEVICES; do
+    case ${entry%%=*} in edu | e1000e | nvme) printf '%s ' "$entry" ;; esac
+  done
+}
+
+# The QEMU step of tools/demo.sh on the real edu device: vfiod --vfio-user (and --listen for
+# vfioctl), QEMU 11 (lab.sh --qemu11) driven by qemu_edu_demo, then tools/demo_qemu.sh's checks.
+qemu_walkthrough() {
+  sock=/tmp/qwalk.sock
+  vfu=/tmp/qwalk.vfu
+  printf '\n=== starting vfiod --device=%s --listen=%s --vfio-user=%s (the real edu, vfio-pci)\n' \
+    "$LAB_EDU" "$sock" "$vfu"
+  "$VFIOD_BINARY" --device="$LAB_EDU" --listen="$sock" --vfio-user="$vfu" 2>/tmp/qwalk-vfiod.log &
+  pid=$!
+  i=0
+  while { [ ! -S "$sock.fds" ] || [ ! -S "$vfu" ]; } && [ $i -lt 200 ] && kill -0 "$pid" 2>/dev/null; do
+    sleep 0.05
+    i=$((i + 1))
+  done
+  "$suite/demo_qemu.sh" "$VFIOCTL_BINARY" "$suite/qemu_edu_demo" "${VFIOD_QEMU11:-/opt/qemu11/qemu11}" \
+    "$vfu" "$sock"
+  rc=$?
+  kill -TERM "$pid"
+  wait "$pid"
+  daemon_rc=$?
+  if [ "$rc" -ne 0 ] || [ "$daemon_rc" -ne 0 ]; then
+    echo "qemu_walkthrough: demo exit $rc, vfiod exit $daemon_rc; vfiod log:"
+    cat /tmp/qwalk-vfiod.log
+    [ "$rc" -ne 0 ] || rc=1
+  fi
+  return "$rc"
+}
+
 for p in $parts; do
   case $p in
     edu_scenario) part edu_scenario "$suite/edu_scenario_test" ;;
@@ -97,6 +133,10 @@ for p in $parts; do
     # unchecked everywhere, so it is a failure.
     policy_kernel) part policy_kernel env VFIOD_EXPECT_I386_ENTRY=1 "$suite/policy_kernel_test" ;;
     walkthrough) part walkthrough walkthrough ;;
+    qemu_walkthrough) part qemu_walkthrough qemu_walkthrough ;;
+    # QEMU 11 on the real devices (run_lab_suite.sh boots with lab.sh --qemu11). The devices
+    # QEMU attaches to: edu, e1000e and nvme (virtio-net and pci-testdev add time, not cases).
+    qemu_real) part qemu_real env LAB_DEVICES="$(qemu_real_devices)" "$suite/qemu_real_test" ;;
     *)
       echo "guest_suite: unknown part $p"
       failed=1

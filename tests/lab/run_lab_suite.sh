@@ -21,6 +21,13 @@
 #                 i386 system-call entry (VFIOD_EXPECT_I386_ENTRY=1): the i386 case is checked
 #                 even where the host's kernel has no such entry
 #   walkthrough   the vfioctl walk-through of tools/demo.sh on the real edu device
+#   qemu_walkthrough  the QEMU step of tools/demo.sh (tools/demo_qemu.sh) on the real edu
+#   qemu_real     tests/lab/qemu_real_test: QEMU 11 (lab.sh --qemu11 puts it in the guest) under
+#                 qtest attached over vfio-user to vfiod on edu, e1000e and nvme: config space
+#                 and BARs through QEMU against sysfs and vfiod's gRPC ReadRegion, edu's
+#                 factorial and DMA through QEMU's guest RAM, QEMU SIGKILLed with DMA mapped and
+#                 interrupts on (no mapping, IRQ or bus master left; /proc/interrupts clean), a
+#                 new QEMU on the same daemon
 # and prints a summary with timings, every skipped test and every check reported not
 # applicable. Exit codes are the lab's: 0 every part passed, 1 a part failed, 2 the lab (or the
 # build) failed. Environment: see tools/lab/README.md (LAB_CACHE, LAB_ACCEL, LAB_TIMEOUT, ...);
@@ -41,7 +48,7 @@ elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; 
 
 targets=(//daemon:vfiod //client:vfioctl //tests:edu_scenario_test //tests:owner_loss_test
   //tests:owner_process //tests/lab:zoo_test //tests/lab:jailed_ioctl_test //tests:jail_test
-  //seccomp:policy_kernel_test)
+  //seccomp:policy_kernel_test //tests/lab:qemu_real_test //tests/vmm:qemu_edu_demo)
 echo "lab-suite: building ${targets[*]}"
 if ! "$BAZEL" build "${targets[@]}"; then
   echo "lab-suite: RESULT: ERROR (the build failed)" >&2
@@ -62,6 +69,9 @@ adds=(
   --add "$bin/tests/lab/jailed_ioctl_test:$suite/jailed_ioctl_test"
   --add "$bin/tests/jail_test:$suite/jail_test"
   --add "$bin/seccomp/policy_kernel_test:$suite/policy_kernel_test"
+  --add "$bin/tests/lab/qemu_real_test:$suite/qemu_real_test"
+  --add "$bin/tests/vmm/qemu_edu_demo:$suite/qemu_edu_demo"
+  --add "$PWD/tools/demo_qemu.sh:$suite/demo_qemu.sh"
   --add "$bin/daemon/vfiod:$suite/runfiles/vfiod/daemon/vfiod"
   --add "$bin/tests/owner_process:$suite/runfiles/vfiod/tests/owner_process"
   --add "$PWD/tools/demo_walkthrough.sh:$suite/demo_walkthrough.sh"
@@ -71,7 +81,7 @@ adds=(
 # points from the binary's real path, so put them there too.
 declare -A solibs=()
 for test in tests/edu_scenario_test tests/owner_loss_test tests/lab/zoo_test \
-  tests/lab/jailed_ioctl_test tests/jail_test seccomp/policy_kernel_test; do
+  tests/lab/jailed_ioctl_test tests/jail_test seccomp/policy_kernel_test tests/lab/qemu_real_test; do
   while read -r lib; do
     solibs[$lib]=1
   done < <(ldd "$bin/$test" | awk '$3 ~ /\/_solib_[^\/]*\// {print $3}')
@@ -81,13 +91,17 @@ for lib in "${!solibs[@]}"; do
   adds+=(--add "$lib:$(realpath "$bin")/$dir/$(basename "$lib")")
 done
 
+# QEMU 11 in the guest (about 68 MB more initramfs) only for a run with a qemu_* part.
+qemu11=()
+if ((${#parts[@]} == 0)) || [[ " ${parts[*]} " == *" qemu_"* ]]; then qemu11=(--qemu11); fi
+
 console=$(mktemp /tmp/vfiod-lab-suite.XXXXXX)
 labout=$(mktemp /tmp/vfiod-lab-suite-stderr.XXXXXX)
 trap 'rm -f "$console" "$labout"' EXIT
 
 echo "lab-suite: booting the lab (${parts[*]:-all parts})"
 t_lab=$(date +%s.%N)
-tools/lab/lab.sh run --timeout "${LAB_TIMEOUT:-240}" "${keep[@]}" "${adds[@]}" --log "$console" \
+tools/lab/lab.sh run --timeout "${LAB_TIMEOUT:-300}" "${qemu11[@]}" "${keep[@]}" "${adds[@]}" --log "$console" \
   -- "$PWD/tests/lab/guest_suite.sh" "$suite" "${parts[@]}" 2> >(tee "$labout" >&2)
 lab_rc=$?
 wait # for tee
@@ -95,14 +109,14 @@ t_lab=$(elapsed "$t_lab")
 
 echo
 echo "lab-suite: summary"
-printf '  %-14s %-6s %s\n' PART RESULT SECONDS
+printf '  %-16s %-6s %s\n' PART RESULT SECONDS
 n_parts=0
 n_failed=0
 while read -r line; do
   name=$(sed -n 's/.* name=\([^ ]*\).*/\1/p' <<<"$line")
   result=$(sed -n 's/.* result=\([^ ]*\).*/\1/p' <<<"$line")
   seconds=$(sed -n 's/.* seconds=\([^ ]*\).*/\1/p' <<<"$line")
-  printf '  %-14s %-6s %s\n' "$name" "$result" "$seconds"
+  printf '  %-16s %-6s %s\n' "$name" "$result" "$seconds"
   n_parts=$((n_parts + 1))
   [[ $result == PASS ]] || n_failed=$((n_failed + 1))
 done < <(grep -a '^LAB-SUITE-PART:' "$console" | tr -d '\r')

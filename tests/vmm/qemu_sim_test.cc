@@ -45,7 +45,7 @@ constexpr uint8_t kMsiCap = 0x40;
 constexpr uint32_t kCommand = 0x04, kBar0Reg = 0x10, kCapPtr = 0x34, kInterruptPin = 0x3d;
 constexpr uint16_t kCmdMemory = 0x2, kCmdMaster = 0x4;
 
-// Where the test puts things in the 256 MiB guest. BAR0 (1 MiB) in q35's PCI hole; the guest
+// Where the test puts things in the 6 MiB guest. BAR0 (1 MiB) in q35's PCI hole; the guest
 // buffers below 256 MiB (edu's 28-bit DMA mask).
 constexpr PciBdf kEdu = {0, 4, 0};
 constexpr uint64_t kBar0 = 0xe0000000;
@@ -82,6 +82,10 @@ class QemuSimTest : public ::testing::Test {
     QtestVmmOptions options;
     options.qemu_path = qemu_.path;
     options.vfio_user_socket = daemon_->vfio_user_socket();
+    // vfiod's simulated IOMMU charges QEMU's mapped RAM against RLIMIT_MEMLOCK as type1 does,
+    // and a root without CAP_SYS_RESOURCE (the development machines, CI) keeps the hard limit,
+    // 8 MiB here: 6 MiB of RAM holds the test's buffers (up to 0x400000) and fits.
+    options.memory_mb = 6;
     absl::StatusOr<std::unique_ptr<QtestVmm>> vmm = QtestVmm::Start(options);
     EXPECT_TRUE(vmm.ok()) << vmm.status();
     if (!vmm.ok()) return nullptr;

@@ -110,6 +110,8 @@ options:
   --no-zoo           no lab devices (the program brings its own with --qemu-arg)
   --no-iommu         no emulated VT-d (and no intel_iommu=on): DMA addresses are guest-physical
   --qemu-arg ARG     one more QEMU argument (repeatable), after the zoo's
+  --qemu11           QEMU 11 in the guest (tools/lab/qemu11.sh guest-cpio, about 68 MB more
+                     initramfs): /opt/qemu11/qemu11, also as $VFIOD_QEMU11 for the program
 
 exit codes: 0 pass, 1 the program failed, 2 lab failure (no result, timeout, setup, usage)
 environment: LAB_CACHE (cache folder, default <repo>/.lab-cache), LAB_ACCEL (auto|tcg|kvm),
@@ -484,7 +486,7 @@ build_run_cpio() {
 
   (cd "$STAGE" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$WORK/run.cpio" ||
     die "cpio of the run's initramfs failed"
-  cat "$(kernel_dir)/base.cpio" "$WORK/run.cpio" >"$WORK/initramfs.cpio"
+  cat "$(kernel_dir)/base.cpio" "${EXTRA_CPIOS[@]}" "$WORK/run.cpio" >"$WORK/initramfs.cpio"
   rm -f "$WORK/run.cpio"
 }
 
@@ -577,7 +579,7 @@ choose_accel() {
   (
     QUIET=1
     MEM_MB=512
-    ENVS=() ADDS=()
+    ENVS=() ADDS=() EXTRA_CPIOS=()
     KEEP=0
     trap on_exit EXIT # a subshell does not run its parent's EXIT trap
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/vfiod-lab-probe.XXXXXX")
@@ -593,7 +595,7 @@ choose_accel() {
 # Commands
 
 QUIET=0 KEEP=0 TIMEOUT=${LAB_TIMEOUT:-120} MEM_MB=1024 LOG_COPY="" OUT=""
-ADDS=() ENVS=() NO_ZOO=0 NO_IOMMU=0 QEMU_EXTRA=()
+ADDS=() ENVS=() NO_ZOO=0 NO_IOMMU=0 QEMU_EXTRA=() WITH_QEMU11=0 EXTRA_CPIOS=()
 
 # parse_options COMMAND ARGS...: sets the option globals and PROGRAM_ARGV.
 parse_options() {
@@ -617,6 +619,7 @@ parse_options() {
       -q | --quiet) QUIET=1; shift ;;
       --no-zoo) NO_ZOO=1; shift ;;
       --no-iommu) NO_IOMMU=1; shift ;;
+      --qemu11) WITH_QEMU11=1; shift ;;
       --qemu-arg) (($# >= 2)) || usage_error "--qemu-arg needs a value"; QEMU_EXTRA+=("$2"); shift 2 ;;
       --) shift; PROGRAM_ARGV=("$@"); break ;;
       *) usage_error "unknown option '$1'" ;;
@@ -637,11 +640,23 @@ usage_error() {
   exit 2
 }
 
+# QEMU 11 in the guest (--qemu11): the cached archive of tools/lab/qemu11.sh guest-cpio (the
+# runner at /opt/qemu11/qemu11, the part of the tree QEMU opens under /opt/qemu11/root) goes
+# between the base archive and the run's; the program gets VFIOD_QEMU11 (tests/vmm's name).
+add_qemu11() {
+  local archive
+  ((WITH_QEMU11)) || return 0
+  archive=$("$LAB_DIR/qemu11.sh" guest-cpio) || die "QEMU 11 for the guest: tools/lab/qemu11.sh guest-cpio failed"
+  EXTRA_CPIOS+=("$archive")
+  ENVS+=("VFIOD_QEMU11=/opt/qemu11/qemu11")
+}
+
 # lab_run PROGRAM ARGS...: the whole lab run; returns 0, 1 or 2.
 lab_run() {
   local t0 t_prep accel status timing
   t0=$(now)
   fetch
+  add_qemu11
   accel=$(choose_accel)
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/vfiod-lab.XXXXXX")
   build_run_cpio "$@"
@@ -682,6 +697,7 @@ lab_run() {
 cmd_shell() {
   local accel
   fetch
+  add_qemu11
   accel=$(choose_accel)
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/vfiod-lab.XXXXXX")
   build_run_cpio setsid -c sh
