@@ -1,5 +1,6 @@
 #include "daemon/base/logging.h"
 
+#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,6 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 namespace vfiod {
 namespace {
@@ -76,6 +79,9 @@ struct Burst {
   int lines = 0;
   uint64_t suppressed = 0;
 };
+// How long StopAsyncLogging() keeps writing what is queued to a stderr that takes nothing.
+constexpr absl::Duration kStopFlushTime = absl::Seconds(1);
+
 // Messages come from the code, not from peers, so this map stays small; past this many, new
 // messages share one entry.
 constexpr size_t kMaxRateKeys = 512;
@@ -127,6 +133,7 @@ class Logger {
       absl::MutexLock lock(&mu_);
       if (!running_) return;
       stopping_ = true;
+      give_up_at_ = absl::Now() + kStopFlushTime;
     }
     thread_.join();
     absl::MutexLock lock(&mu_);
@@ -160,7 +167,20 @@ class Logger {
         line.pop_back();  // the newline
         absl::StrAppend(&line, " dropped=", dropped, "\n");
       }
+      if (!WaitWritable()) return;  // stopping, and stderr took nothing: the rest is dropped
       WriteLine(line);
+    }
+  }
+
+  // Waits until stderr takes data; false once stopping and kStopFlushTime has passed, so that
+  // a stderr nobody drains cannot hold up the daemon's exit.
+  bool WaitWritable() {
+    while (true) {
+      struct pollfd wait = {STDERR_FILENO, POLLOUT, 0};
+      int n = ::poll(&wait, 1, 100);
+      if (n != 0) return true;  // writable, or an error the write will meet
+      absl::MutexLock lock(&mu_);
+      if (stopping_ && absl::Now() > give_up_at_) return false;
     }
   }
 
@@ -173,6 +193,7 @@ class Logger {
   uint64_t suppressed_ ABSL_GUARDED_BY(mu_) = 0;
   bool running_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time give_up_at_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

@@ -43,7 +43,8 @@ inline constexpr int kLogBurst = 20;
 
 // Starts the writer thread (see the file comment). Call once threads may exist.
 void StartAsyncLogging();
-// Writes what is queued and stops the writer; later lines are written directly.
+// Writes what is queued and stops the writer; later lines are written directly. A stderr that
+// takes nothing for a second has the rest dropped, so stopping never hangs on it.
 void StopAsyncLogging();
 
 struct LogCounters {
