@@ -1,5 +1,6 @@
 #include "daemon/service/vfio_device_service.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,7 +17,7 @@ constexpr absl::string_view kMethodNames[] = {
     "GetDeviceInfo", "ReadConfig",     "WriteConfig",      "DumpConfig",    "ReadRegion",
     "WriteRegion",   "RegisterMemory", "UnregisterMemory", "MapDma",        "UnmapDma",
     "SetIrqs",       "WatchIrqs",      "Reset",            "GetState",      "ClaimOwnership",
-    "ReleaseOwnership", "BindFdChannel",
+    "ReleaseOwnership", "BindFdChannel", "ReleaseFdTokens",
 };
 static_assert(sizeof(kMethodNames) / sizeof(kMethodNames[0]) ==
               VfioDeviceService::kMethodCount);
@@ -557,6 +558,30 @@ grpc::Status VfioDeviceService::BindFdChannel(grpc::ServerContext* context,
     return sessions_->BindFdChannel(caller, request->channel_key());
   }();
   return Finish(kBindFdChannel, status);
+}
+
+grpc::Status VfioDeviceService::ReleaseFdTokens(grpc::ServerContext* context,
+                                                const v1::ReleaseFdTokensRequest* request,
+                                                v1::ReleaseFdTokensResponse* response) {
+  absl::Status status = [&]() -> absl::Status {
+    VFIOD_ASSIGN_OR_RETURN(ConnectionId caller, Caller(context, "ReleaseFdTokens"));
+    const auto& tokens = request->fd_tokens();
+    const uint64_t limit = std::max<uint64_t>(options_.max_fd_tokens, 1);
+    if (tokens.empty() || static_cast<uint64_t>(tokens.size()) > limit) {
+      return absl::InvalidArgumentError(absl::StrCat("ReleaseFdTokens: ", tokens.size(),
+                                                     " tokens; 1..", limit, " per request"));
+    }
+    std::vector<absl::string_view> hex(tokens.begin(), tokens.end());
+    for (absl::string_view token : hex) {
+      // TakeFds reads "" as "no fd"; here every entry must name one.
+      if (token.empty()) return absl::InvalidArgumentError("ReleaseFdTokens: an empty token");
+    }
+    VFIOD_ASSIGN_OR_RETURN(std::vector<std::optional<UniqueFd>> fds,
+                           sessions_->TakeFds(caller, hex, "ReleaseFdTokens"));
+    response->set_released(static_cast<uint32_t>(fds.size()));
+    return absl::OkStatus();  // the fds close here
+  }();
+  return Finish(kReleaseFdTokens, status);
 }
 
 }  // namespace vfiod

@@ -78,6 +78,9 @@ class VfioDeviceService final : public v1::VfioDevice::Service {
   grpc::Status BindFdChannel(grpc::ServerContext* context,
                              const v1::BindFdChannelRequest* request,
                              v1::BindFdChannelResponse* response) override;
+  grpc::Status ReleaseFdTokens(grpc::ServerContext* context,
+                               const v1::ReleaseFdTokensRequest* request,
+                               v1::ReleaseFdTokensResponse* response) override;
 
   enum Method {
     kGetDeviceInfo,
@@ -97,6 +100,7 @@ class VfioDeviceService final : public v1::VfioDevice::Service {
     kClaimOwnership,
     kReleaseOwnership,
     kBindFdChannel,
+    kReleaseFdTokens,
     kMethodCount,
   };
 
