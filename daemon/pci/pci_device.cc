@@ -26,8 +26,11 @@ absl::Status Annotate(const absl::Status& status, absl::string_view prefix) {
 }  // namespace
 
 // Lock order: device_mu, then the DmaSpace's and the IrqManager's own locks. device_mu is
-// shared by config/region reads and exclusive for config/region writes, SET_IRQS, reset and
-// owner-loss cleanup, so that a reset never interleaves with an access or an IRQ change.
+// shared by config reads and by BAR/ROM reads and writes, and exclusive for config writes (which
+// can turn decode or bus mastering off), SET_IRQS, reset and owner-loss cleanup, so that a reset
+// never interleaves with an access or an IRQ change. BAR writes share it with each other, as
+// vCPUs' doorbell writes go to the device in parallel under kernel VFIO (the backends serialise
+// what they must themselves: the kernel, the simulated device's own mutex).
 struct PciDevice::State {
   // Declared first so that it is destroyed last: dma and irqs call it until they are gone.
   std::unique_ptr<DeviceBackend> backend;
@@ -171,7 +174,7 @@ absl::Status PciDevice::WriteRegion(uint32_t index, uint64_t offset,
   State& s = *state_;
   VFIOD_RETURN_IF_ERROR(
       s.CheckRegionAccess("WriteRegion", index, offset, data.size(), /*write=*/true).status());
-  absl::WriterMutexLock lock(&s.device_mu);
+  absl::ReaderMutexLock lock(&s.device_mu);
   return Annotate(s.backend->WriteRegion(index, offset, data),
                   absl::StrCat("WriteRegion: region ", index, " offset ", Hex(offset)));
 }
