@@ -211,8 +211,9 @@ absl::Status PciDevice::Reset() {
     return absl::FailedPreconditionError(
         absl::StrCat("Reset: device ", s.description.backend.name, " does not support reset"));
   }
+  // As VFIO_DEVICE_RESET in Linux 6.1: the interrupt configuration stays (a VMM disables its
+  // interrupts itself before a reset, as QEMU's vfio_pci_pre_reset does).
   absl::WriterMutexLock lock(&s.device_mu);
-  s.irqs->DisableAll();
   return Annotate(s.backend->Reset(), "Reset");
 }
 

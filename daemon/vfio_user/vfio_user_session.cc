@@ -550,10 +550,8 @@ absl::Status VfioUserSession::Reset(const Message& message) {
     return Invalid("DEVICE_RESET", absl::StrCat("payload of ", message.payload.size(),
                                                 " bytes, expected none"));
   }
-  VFIOD_RETURN_IF_ERROR(device_->Reset());
-  // Reset disables every IRQ index.
-  for (MsiTriggers& triggers : msi_) triggers = MsiTriggers();
-  return absl::OkStatus();
+  // The interrupt configuration stays, as with VFIO_DEVICE_RESET (PciDevice::Reset).
+  return device_->Reset();
 }
 
 }  // namespace vfiod::vfio_user
