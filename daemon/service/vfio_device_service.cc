@@ -131,7 +131,8 @@ v1::DeviceInfo BuildDeviceInfo(const DeviceDescription& description, const Devic
     out->set_index(ToProto(irq.index));
     out->set_count(irq.count);
     out->set_eventfd(irq.eventfd);
-    out->set_maskable(irq.maskable);
+    out->set_maskable(IrqIndexMaskable(irq));
+    out->set_mask_emulated(IrqMaskEmulated(irq));
     out->set_automasked(irq.automasked);
     out->set_noresize(irq.noresize);
   }
@@ -505,6 +506,7 @@ void VfioDeviceService::FillState(ConnectionId caller, v1::DeviceState* state) c
       vector_out->set_vector(vector.vector);
       vector_out->set_trigger(ToProto(vector.trigger));
       vector_out->set_masked(vector.masked);
+      vector_out->set_pending(vector.pending);
       vector_out->set_unmask_eventfd(vector.unmask_eventfd);
       vector_out->set_delivered(vector.delivered);
     }

@@ -298,7 +298,7 @@ absl::Status VfioUserSession::GetIrqInfo(const Message& message) {
   info.index = request.index;
   info.count = irq.count;
   info.flags = (irq.eventfd ? VFIO_IRQ_INFO_EVENTFD : 0) |
-               (irq.maskable ? VFIO_IRQ_INFO_MASKABLE : 0) |
+               (IrqIndexMaskable(irq) ? VFIO_IRQ_INFO_MASKABLE : 0) |  // MSI/MSI-X: emulated
                (irq.automasked ? VFIO_IRQ_INFO_AUTOMASKED : 0) |
                (irq.noresize ? VFIO_IRQ_INFO_NORESIZE : 0);
   SetReply(info);
