@@ -116,10 +116,27 @@ TEST_F(HostileInputTest, Regions) {
             StatusCode::kOutOfRange);
   EXPECT_EQ(owner_->WriteRegion(0, 0, "").code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(owner_->ReadRegion(0, 0, 1 << 20).status().code(), StatusCode::kInvalidArgument);
-  // Config space is not reachable as a region (it has its own validated calls).
-  EXPECT_EQ(owner_->ReadRegion(7, 0, 4).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(owner_->WriteRegion(7, 4, std::string(2, '\0')).code(),
-            StatusCode::kInvalidArgument);
+  // Config space as region 7 (listed readable and writable, as kernel VFIO serves it): config
+  // accesses under ReadConfig's and WriteConfig's rules.
+  absl::StatusOr<std::string> ids = owner_->ReadRegion(7, 0, 4);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(*ids, std::string("\x34\x12\xe8\x11", 4));
+  absl::StatusOr<std::string> odd = owner_->ReadRegion(7, 1, 6);  // 1 + 2 + 1 + 2 bytes
+  ASSERT_TRUE(odd.ok()) << odd.status();
+  absl::StatusOr<std::string> dump = owner_->DumpConfig(0, 8);
+  ASSERT_TRUE(dump.ok());
+  EXPECT_EQ(*odd, dump->substr(1, 6));
+  EXPECT_EQ(owner_->ReadRegion(7, 0, 0).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->ReadRegion(7, 254, 4).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(owner_->ReadRegion(7, 0xfffffffffffffffeull, 4).status().code(),
+            StatusCode::kOutOfRange);
+  EXPECT_EQ(owner_->WriteRegion(7, 256, "ab").code(), StatusCode::kOutOfRange);
+  ExpectUnchanged();
+  // A write is a config write: the same bytes back leave everything as it was.
+  absl::StatusOr<std::string> command_bytes = owner_->ReadRegion(7, 4, 2);
+  ASSERT_TRUE(command_bytes.ok());
+  EXPECT_TRUE(owner_->WriteRegion(7, 4, *command_bytes).ok());
+  EXPECT_EQ(*owner_->ReadRegion(7, 4, 2), *command_bytes);
   ExpectUnchanged();
   // Memory decode off: BAR access fails (the kernel's EIO), nothing else changes.
   uint32_t command = *owner_->ReadConfig(0x04, 2);
