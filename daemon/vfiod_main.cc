@@ -50,9 +50,12 @@
 #include "daemon/service/vfio_device_service.h"
 #include "daemon/sim/sim_backend.h"
 #include "daemon/transport/connection_registry.h"
+#include "daemon/socket_activation.h"
 #include "daemon/transport/transport.h"
+#include "daemon/version.h"
 #include "daemon/vfio/vfio_backend.h"
 #include "daemon/vfio_user/vfio_user_server.h"
+#include "google/protobuf/stubs/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -112,6 +115,7 @@ ABSL_FLAG(std::string, gid, "", "Under the jail, serve as this gid (needs root).
 ABSL_FLAG(uint64_t, max_dma_bytes, uint64_t{1} << 30,
           "Memory the device may have mapped for DMA at once: the jail sets RLIMIT_MEMLOCK to "
           "it (the kernel's type1 IOMMU charges pinned pages there).");
+ABSL_FLAG(bool, version, false, "Print vfiod's version and exit.");
 ABSL_FLAG(bool, print_policy, false,
           "Print the seccomp policy of --seccomp as it would be loaded (libseccomp's PFC text) "
           "and exit.");
@@ -152,9 +156,10 @@ absl::StatusOr<mode_t> ParseMode(const std::string& text) {
   return mode;
 }
 
-absl::StatusOr<std::unique_ptr<DeviceBackend>> OpenBackend(absl::string_view device) {
+absl::StatusOr<std::unique_ptr<DeviceBackend>> OpenBackend(absl::string_view device,
+                                                        uint64_t max_dma_bytes) {
   if (absl::StartsWith(device, "sim:")) {
-    return CreateSimulatedBackend(device.substr(4));
+    return CreateSimulatedBackend(device.substr(4), max_dma_bytes);
   }
   return OpenVfioBackend(device);
 }
@@ -253,7 +258,7 @@ void PrimeCpuCountBeforeJail() { (void)absl::base_internal::NumCPUs(); }
 // after every socket exists and before any thread does. With the jail on, returns in the jailed
 // daemon only (the launcher exits inside jail::Enter).
 absl::Status Confine(const SandboxSettings& settings, DeviceBackend* backend,
-                     Transport* transport, UniqueFd* signal_fd,
+                     Transport* transport, UniqueFd* signal_fd, UniqueFd* notify_fd,
                      const jail::JailOptions& jail_options) {
   if (!settings.jail && !settings.policy.has_value()) {
     LogWarning("no jail and no seccomp policy (--jail=off --seccomp=off): development only");
@@ -273,6 +278,7 @@ absl::Status Confine(const SandboxSettings& settings, DeviceBackend* backend,
   }
   int next = seccomp::kFirstOtherKeptFd;
   kept.push_back({signal_fd, next++, "signalfd"});
+  if (notify_fd != nullptr) kept.push_back({notify_fd, next++, "service manager notify socket"});
   for (UniqueFd* fd : transport->FdsForJail()) kept.push_back({fd, next++, "socket"});
   VFIOD_RETURN_IF_ERROR(jail::PinFds(kept));
   if (settings.jail) {
@@ -353,7 +359,7 @@ absl::Status CheckPeerUidsAreVisible(bool jail, const std::vector<uid_t>& allowe
   return absl::OkStatus();
 }
 
-absl::StatusOr<Config> ParseConfig() {
+absl::StatusOr<Config> ParseConfig(ActivatedSockets activated) {
   Config config;
   if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &config.log_level)) {
     return absl::InvalidArgumentError(
@@ -373,10 +379,23 @@ absl::StatusOr<Config> ParseConfig() {
                          InheritedSocket(absl::GetFlag(FLAGS_fd_channel_fd), "fd-channel-fd"));
   VFIOD_ASSIGN_OR_RETURN(transport.spawn_vfio_user,
                          InheritedSocket(absl::GetFlag(FLAGS_vfio_user_fd), "vfio-user-fd"));
-  if (transport.listen_path.empty() && transport.vfio_user_path.empty() &&
-      !transport.spawn_connection.valid() && !transport.spawn_vfio_user.valid()) {
+  if (activated.any() && (!transport.listen_path.empty() || !transport.vfio_user_path.empty())) {
     return absl::InvalidArgumentError(
-        "one of --listen, --vfio-user, --connection-fd or --vfio-user-fd is required");
+        "sockets were passed by socket activation: --listen and --vfio-user are not used then");
+  }
+  if (activated.fd_channel.valid() && !activated.grpc.valid()) {
+    return absl::InvalidArgumentError(
+        "socket activation: an fd-channel socket (\"fds\") without a gRPC one (\"grpc\")");
+  }
+  transport.activated_grpc = std::move(activated.grpc);
+  transport.activated_fd_channel = std::move(activated.fd_channel);
+  transport.activated_vfio_user = std::move(activated.vfio_user);
+  if (transport.listen_path.empty() && transport.vfio_user_path.empty() &&
+      !transport.spawn_connection.valid() && !transport.spawn_vfio_user.valid() &&
+      !transport.activated_grpc.valid() && !transport.activated_vfio_user.valid()) {
+    return absl::InvalidArgumentError(
+        "one of --listen, --vfio-user, --connection-fd or --vfio-user-fd is required (or "
+        "sockets passed by socket activation)");
   }
   if (transport.spawn_fd_channel.valid() && !transport.spawn_connection.valid()) {
     return absl::InvalidArgumentError("--fd-channel-fd needs --connection-fd");
@@ -476,6 +495,11 @@ absl::StatusOr<std::string> ServeUntilStopped(const UniqueFd& signal_fd, const E
     if (waits[0].revents & POLLIN) {
       struct signalfd_siginfo info;
       if (::read(signal_fd.get(), &info, sizeof(info)) == sizeof(info)) {
+        // vfiod has nothing to reload: its configuration is its command line.
+        if (info.ssi_signo == SIGHUP) {
+          LogInfo("SIGHUP: nothing to reload (the configuration is the command line); ignored");
+          continue;
+        }
         return absl::StrCat("signal ", info.ssi_signo);
       }
     }
@@ -483,15 +507,32 @@ absl::StatusOr<std::string> ServeUntilStopped(const UniqueFd& signal_fd, const E
   }
 }
 
+// libprotobuf's own messages (e.g. a request string that is not UTF-8) become logfmt lines,
+// escaped and rate-limited like every other line.
+void RouteProtobufLogs() {
+  google::protobuf::SetLogHandler([](google::protobuf::LogLevel level, const char* filename,
+                                     int line, const std::string& message) {
+    const LogLevel ours = level >= google::protobuf::LOGLEVEL_ERROR     ? LogLevel::kError
+                          : level >= google::protobuf::LOGLEVEL_WARNING ? LogLevel::kWarning
+                                                                        : LogLevel::kInfo;
+    Log(ours, "libprotobuf", {{"message", message},
+                              {"source", absl::StrCat(filename, ":", line)}});
+  });
+}
+
 absl::Status Run() {
   // Writes to a socket whose peer left must fail with EPIPE, not kill the daemon.
   ::signal(SIGPIPE, SIG_IGN);
+  RouteProtobufLogs();
+  // First, before anything opens an fd: the sockets a service manager passed sit at fd 3 on.
+  VFIOD_ASSIGN_OR_RETURN(ActivatedSockets activated, TakeActivatedSockets());
+  VFIOD_ASSIGN_OR_RETURN(UniqueFd notify, OpenNotifySocket());
   VFIOD_RETURN_IF_ERROR(BlockTerminationSignals());
-  VFIOD_ASSIGN_OR_RETURN(Config config, ParseConfig());
+  VFIOD_ASSIGN_OR_RETURN(Config config, ParseConfig(std::move(activated)));
   SetLogLevel(config.log_level);
 
   // 1. The device, and everything immutable about it.
-  VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<DeviceBackend> backend, OpenBackend(config.device));
+  VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<DeviceBackend> backend, OpenBackend(config.device, config.max_dma_bytes));
   DeviceBackend* const backend_for_jail = backend.get();
   config.sessions.max_fd_tokens = ChooseFdTokenLimit(config.sessions.max_fd_tokens, *backend);
   VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<PciDevice> device,
@@ -509,7 +550,8 @@ absl::Status Run() {
   // and the vfio-user connections' threads, which start later still.
   std::optional<EventFd> stop;
   const bool nobody_else_can_connect =
-      config.transport.listen_path.empty() && config.transport.vfio_user_path.empty();
+      config.transport.listen_path.empty() && config.transport.vfio_user_path.empty() &&
+      !config.transport.activated_grpc.valid() && !config.transport.activated_vfio_user.valid();
   if (nobody_else_can_connect) {
     // Spawn mode only: when the VMM is gone, the daemon's work is done.
     config.sessions.on_spawn_owner_gone = [&stop] { (void)stop->Signal(); };
@@ -545,14 +587,18 @@ absl::Status Run() {
   VFIOD_ASSIGN_OR_RETURN(UniqueFd signal_fd, TerminationSignalFd());
   PrimeCpuCountBeforeJail();
   VFIOD_RETURN_IF_ERROR(
-      Confine(config.sandbox, backend_for_jail, transport.get(), &signal_fd, jail_options));
+      Confine(config.sandbox, backend_for_jail, transport.get(), &signal_fd,
+              notify.valid() ? &notify : nullptr, jail_options));
   VFIOD_ASSIGN_OR_RETURN(EventFd stop_event, EventFd::Create());
   stop.emplace(std::move(stop_event));
+  // From here on no log line waits for stderr (daemon/base/logging.h).
+  StartAsyncLogging();
 
   // 4. Threads: the device's (simulated device worker, IRQ watcher), then gRPC's, then the
   // transport's, which hands out connections.
   VFIOD_RETURN_IF_ERROR(device->Start());
   ServiceOptions service_options;
+  service_options.daemon_version = kVfiodVersion;
   service_options.observer_bar_reads = config.observer_bar_reads;
   service_options.max_fd_tokens = max_fd_tokens;
   VfioDeviceService service(device.get(), &sessions, transport.get(), service_options);
@@ -563,6 +609,8 @@ absl::Status Run() {
                       {"listen", listen_path.empty() ? "-" : listen_path},
                       {"vfio_user", vfio_user_path.empty() ? "-" : vfio_user_path},
                       {"pid", absl::StrCat(::getpid())}});
+  absl::Status notified = NotifyReady(notify, absl::StrCat("serving ", description.backend.name));
+  if (!notified.ok()) LogWarning("readiness notification failed", {{"error", notified.ToString()}});
 
   // 5. Until told to stop.
   VFIOD_ASSIGN_OR_RETURN(std::string reason, ServeUntilStopped(signal_fd, *stop));
@@ -572,6 +620,7 @@ absl::Status Run() {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   cleanup.Run("daemon stopping");
   LogInfo("stopped");
+  StopAsyncLogging();
   return absl::OkStatus();
 }
 
@@ -606,6 +655,10 @@ int main(int argc, char** argv) {
   }
   normalized.push_back(nullptr);
   absl::ParseCommandLine(argc, normalized.data());
+  if (absl::GetFlag(FLAGS_version)) {
+    std::printf("vfiod %s\n", vfiod::kVfiodVersion);
+    return std::fflush(stdout) == 0 ? 0 : 1;
+  }
   if (absl::GetFlag(FLAGS_print_policy)) {
     const vfiod::seccomp::PolicyMode mode = absl::GetFlag(FLAGS_seccomp) == "log"
                                                 ? vfiod::seccomp::PolicyMode::kLog

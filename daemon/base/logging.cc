@@ -4,9 +4,18 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 
 namespace vfiod {
 namespace {
@@ -27,24 +36,149 @@ const char* LevelName(LogLevel level) {
   return "info";
 }
 
+bool Printable(unsigned char c) { return c >= 0x20 && c < 0x7f; }
+
 void AppendValue(std::string* out, absl::string_view value) {
-  bool quote = value.empty() || value.find_first_of(" \"=\t\n") != absl::string_view::npos;
+  bool quote = value.empty();
+  for (unsigned char c : value) {
+    if (!Printable(c) || c == ' ' || c == '"' || c == '=' || c == '\\') quote = true;
+  }
   if (!quote) {
     out->append(value.data(), value.size());
     return;
   }
   out->push_back('"');
-  for (char c : value) {
+  for (unsigned char c : value) {
     if (c == '"' || c == '\\') {
       out->push_back('\\');
-      out->push_back(c);
+      out->push_back(static_cast<char>(c));
     } else if (c == '\n') {
       out->append("\\n");
+    } else if (c == '\t') {
+      out->append("\\t");
+    } else if (!Printable(c)) {
+      absl::StrAppend(out, absl::StrFormat("\\x%02x", c));
     } else {
-      out->push_back(c);
+      out->push_back(static_cast<char>(c));
     }
   }
   out->push_back('"');
+}
+
+void WriteLine(const std::string& line) {
+  // One write per line keeps concurrent lines whole; a failed log write is not an error.
+  [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
+}
+
+// The rate limit's state for one message.
+struct Burst {
+  int64_t second = -1;
+  int lines = 0;
+  uint64_t suppressed = 0;
+};
+// Messages come from the code, not from peers, so this map stays small; past this many, new
+// messages share one entry.
+constexpr size_t kMaxRateKeys = 512;
+
+class Logger {
+ public:
+  // The fields to add to this line ("suppressed=N"), or nullopt when it is held back.
+  std::optional<uint64_t> Admit(absl::string_view message, int64_t second) {
+    absl::MutexLock lock(&mu_);
+    std::string key(message);
+    if (bursts_.size() >= kMaxRateKeys && bursts_.count(key) == 0) key = "";
+    Burst& burst = bursts_[key];
+    if (burst.second != second) {
+      burst.second = second;
+      burst.lines = 0;
+    }
+    if (++burst.lines > kLogBurst) {
+      ++burst.suppressed;
+      ++suppressed_;
+      return std::nullopt;
+    }
+    return std::exchange(burst.suppressed, 0);
+  }
+
+  // False when the line must be written directly (no writer thread).
+  bool Enqueue(std::string line) {
+    absl::MutexLock lock(&mu_);
+    if (!running_) return false;
+    if (queued_bytes_ + line.size() > kLogQueueBytes) {
+      ++dropped_;
+      ++dropped_unreported_;
+      return true;
+    }
+    queued_bytes_ += line.size();
+    queue_.push_back(std::move(line));
+    return true;
+  }
+
+  void Start() {
+    absl::MutexLock lock(&mu_);
+    if (running_) return;
+    running_ = true;
+    stopping_ = false;
+    thread_ = std::thread([this] { Run(); });
+  }
+
+  void Stop() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!running_) return;
+      stopping_ = true;
+    }
+    thread_.join();
+    absl::MutexLock lock(&mu_);
+    running_ = false;
+  }
+
+  LogCounters Counters() {
+    absl::MutexLock lock(&mu_);
+    return LogCounters{dropped_, suppressed_};
+  }
+
+ private:
+  void Run() {
+    while (true) {
+      std::string line;
+      uint64_t dropped = 0;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](Logger* l) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+              return !l->queue_.empty() || l->stopping_;
+            },
+            this));
+        if (queue_.empty()) return;
+        line = std::move(queue_.front());
+        queue_.pop_front();
+        queued_bytes_ -= line.size();
+        dropped = std::exchange(dropped_unreported_, 0);
+      }
+      if (dropped > 0) {
+        line.pop_back();  // the newline
+        absl::StrAppend(&line, " dropped=", dropped, "\n");
+      }
+      WriteLine(line);
+    }
+  }
+
+  absl::Mutex mu_;
+  std::map<std::string, Burst> bursts_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t dropped_unreported_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t suppressed_ ABSL_GUARDED_BY(mu_) = 0;
+  bool running_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+Logger& TheLogger() {
+  static Logger* const logger = new Logger();
+  return *logger;
 }
 
 }  // namespace
@@ -67,6 +201,8 @@ void Log(LogLevel level, absl::string_view message, std::initializer_list<LogFie
   if (!LogEnabled(level)) return;
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
+  std::optional<uint64_t> suppressed = TheLogger().Admit(message, now.tv_sec);
+  if (!suppressed.has_value()) return;
   struct tm utc;
   gmtime_r(&now.tv_sec, &utc);
   std::string line = absl::StrFormat("ts=%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ level=%s msg=",
@@ -78,9 +214,15 @@ void Log(LogLevel level, absl::string_view message, std::initializer_list<LogFie
     absl::StrAppend(&line, " ", field.first, "=");
     AppendValue(&line, field.second);
   }
+  if (*suppressed > 0) absl::StrAppend(&line, " suppressed=", *suppressed);
   line.push_back('\n');
-  // One write per line keeps concurrent lines whole; a failed log write is not an error.
-  [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
+  if (!TheLogger().Enqueue(line)) WriteLine(line);
 }
+
+void StartAsyncLogging() { TheLogger().Start(); }
+
+void StopAsyncLogging() { TheLogger().Stop(); }
+
+LogCounters GetLogCounters() { return TheLogger().Counters(); }
 
 }  // namespace vfiod

@@ -1,6 +1,20 @@
 // Structured logging to stderr, one logfmt line per event:
 //   ts=2026-11-21T05:40:01.123456Z level=info msg="serving" socket=/run/vfiod.sock
-// Thread-safe; each line is written with a single write(2).
+//
+// Logging never blocks serving: once StartAsyncLogging() has run (after the daemon's jail),
+// Log() only formats the line and queues it (a bounded queue, kLogQueueBytes); a writer thread
+// writes it with a single write(2). A VMM that spawns vfiod and never drains its stderr stalls
+// only that thread: lines that find the queue full are dropped and counted, and the next line
+// written says how many were lost ("dropped=N"). Before StartAsyncLogging(), and after
+// StopAsyncLogging(), Log() writes directly.
+//
+// Repeated lines are rate-limited: at most kLogBurst lines with the same message per second;
+// the rest are counted and the next line of that message that is written carries
+// "suppressed=N". Values are escaped: a quote, a backslash, control characters and bytes
+// outside printable ASCII are written as \", \\, \n, \t or \xNN, so a peer's bytes cannot
+// forge a line or a field.
+//
+// Thread-safety: every function is thread-safe.
 #ifndef VFIOD_DAEMON_BASE_LOGGING_H_
 #define VFIOD_DAEMON_BASE_LOGGING_H_
 
@@ -21,8 +35,22 @@ bool LogEnabled(LogLevel level);
 
 using LogField = std::pair<absl::string_view, std::string>;
 
-// Writes one event. Field values are quoted when they contain spaces, quotes or '='.
+// Writes (or queues) one event. Field values are quoted when they contain spaces, quotes or '='.
 void Log(LogLevel level, absl::string_view message, std::initializer_list<LogField> fields = {});
+
+inline constexpr size_t kLogQueueBytes = 256 * 1024;
+inline constexpr int kLogBurst = 20;
+
+// Starts the writer thread (see the file comment). Call once threads may exist.
+void StartAsyncLogging();
+// Writes what is queued and stops the writer; later lines are written directly.
+void StopAsyncLogging();
+
+struct LogCounters {
+  uint64_t dropped = 0;     // lines lost to a full queue
+  uint64_t suppressed = 0;  // lines held back by the rate limit
+};
+LogCounters GetLogCounters();
 
 inline void LogDebug(absl::string_view m, std::initializer_list<LogField> f = {}) {
   if (LogEnabled(LogLevel::kDebug)) Log(LogLevel::kDebug, m, f);

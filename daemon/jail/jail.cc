@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cerrno>
 #include <set>
 #include <string>
@@ -85,22 +86,44 @@ void EmptyHandler(int) {}
   ::_exit(128 + sig);
 }
 
-// Relays what is readable on `fd` to stderr; false at end of file or on error.
-bool Relay(int fd) {
-  char buffer[16384];
-  for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) return true;
-    if (n <= 0) return false;
-    for (ssize_t done = 0; done < n;) {
-      ssize_t w = ::write(STDERR_FILENO, buffer + done, n - done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) break;  // stderr gone: drop the log, keep running
-      done += w;
+// The launcher's copy of the daemon's log on its way to stderr. The launcher never blocks in
+// a write: it writes only when poll says stderr takes data, at most PIPE_BUF bytes at a time
+// (a pipe that polls writable takes that much at once), so a VMM that does not drain the
+// launcher's stderr delays neither signal forwarding nor the daemon (whose own log queue then
+// drops lines and counts them; daemon/base/logging.h).
+class LogRelay {
+ public:
+  bool has_room() const { return pending_.size() < kCapacity; }
+  bool has_data() const { return !pending_.empty(); }
+
+  // Reads what `fd` offers, up to the capacity; false at end of file or on error.
+  bool Fill(int fd) {
+    char buffer[16384];
+    while (has_room()) {
+      ssize_t n = ::read(fd, buffer, std::min(sizeof(buffer), kCapacity - pending_.size()));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return true;
+      if (n <= 0) return false;
+      pending_.append(buffer, static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+  // One write of what stderr said it takes; a stderr that is gone drops the log.
+  void Flush() {
+    const size_t chunk = std::min<size_t>(pending_.size(), PIPE_BUF);
+    ssize_t n = ::write(STDERR_FILENO, pending_.data(), chunk);
+    if (n > 0) {
+      pending_.erase(0, static_cast<size_t>(n));
+    } else if (n < 0 && errno != EINTR && errno != EAGAIN) {
+      pending_.clear();
     }
   }
-}
+
+ private:
+  static constexpr size_t kCapacity = 64 * 1024;
+  std::string pending_;
+};
 
 [[noreturn]] void RunLauncher(pid_t child, UniqueFd log_read, UniqueFd alive_write,
                               const std::vector<SocketFile>& files) {
@@ -125,13 +148,19 @@ bool Relay(int fd) {
     ::kill(child, SIGKILL);
   }
   bool log_open = true;
+  LogRelay relay;
   std::optional<int> status;
-  while (!status.has_value() || log_open) {
-    struct pollfd waits[2] = {{signal_fd, POLLIN, 0}, {log_open ? log_read.get() : -1, POLLIN, 0}};
+  while (!status.has_value() || log_open || relay.has_data()) {
+    struct pollfd waits[3] = {
+        {signal_fd, POLLIN, 0},
+        {log_open && relay.has_room() ? log_read.get() : -1, POLLIN, 0},
+        {relay.has_data() ? STDERR_FILENO : -1, POLLOUT, 0}};
     if (status.has_value()) waits[0].fd = -1;
-    if (::poll(waits, 2, status.has_value() ? 1000 : -1) < 0 && errno != EINTR) break;
-    if (waits[1].revents != 0) log_open = Relay(log_read.get());
-    if (status.has_value() && waits[1].revents == 0) break;  // no more log within a second
+    int ready = ::poll(waits, 3, status.has_value() ? 1000 : -1);
+    if (ready < 0 && errno != EINTR) break;
+    if (waits[1].revents != 0) log_open = relay.Fill(log_read.get());
+    if (waits[2].revents != 0) relay.Flush();
+    if (status.has_value() && ready == 0) break;  // daemon gone, stderr idle for a second
     if (waits[0].revents & POLLIN) {
       struct signalfd_siginfo info;
       if (::read(signal_fd, &info, sizeof(info)) != sizeof(info)) continue;

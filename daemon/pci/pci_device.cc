@@ -38,11 +38,16 @@ struct PciDevice::State {
   DeviceLimits limits;
   std::unique_ptr<DmaSpace> dma;
   std::unique_ptr<IrqManager> irqs;
-  absl::Mutex device_mu;
+  mutable absl::Mutex device_mu;
 
   // Stops the device from starting DMA (and MSI writes), so no transfer races the teardown of
   // the mappings it would use. Failures are logged.
   void ClearBusMaster();
+  // Clears `bits` in the command register; the status of the read or write.
+  absl::Status ClearCommandBits(uint16_t bits) ABSL_EXCLUSIVE_LOCKS_REQUIRED(device_mu);
+  // Owner loss, last device step: reset, or decode off when there is no reset.
+  void ResetForNextOwner();
+  OwnerLossReset last_owner_loss ABSL_GUARDED_BY(device_mu) = OwnerLossReset::kNone;
 
   // The region `index` for a client access of `size` bytes at `offset`.
   absl::StatusOr<const RegionInfo*> CheckRegionAccess(absl::string_view operation, uint32_t index,
@@ -80,16 +85,41 @@ absl::StatusOr<const RegionInfo*> PciDevice::State::CheckRegionAccess(
   return &region;
 }
 
+absl::Status PciDevice::State::ClearCommandBits(uint16_t bits) {
+  absl::StatusOr<uint32_t> command = ReadConfigRegister(*backend, PCI_COMMAND, 2);
+  if (!command.ok()) return command.status();
+  if ((*command & bits) == 0) return absl::OkStatus();
+  return WriteConfigRegister(*backend, PCI_COMMAND, 2, *command & ~uint32_t{bits});
+}
+
 void PciDevice::State::ClearBusMaster() {
   absl::WriterMutexLock lock(&device_mu);
-  absl::StatusOr<uint32_t> command = ReadConfigRegister(*backend, PCI_COMMAND, 2);
-  absl::Status status = command.status();
-  if (command.ok() && (*command & PCI_COMMAND_MASTER) != 0) {
-    status = WriteConfigRegister(*backend, PCI_COMMAND, 2, *command & ~PCI_COMMAND_MASTER);
-  }
+  absl::Status status = ClearCommandBits(PCI_COMMAND_MASTER);
   if (!status.ok()) {
     LogError("owner loss: clearing bus mastering failed", {{"error", status.ToString()}});
   }
+}
+
+void PciDevice::State::ResetForNextOwner() {
+  absl::WriterMutexLock lock(&device_mu);
+  if (description.backend.reset_supported) {
+    absl::Status reset = backend->Reset();
+    if (reset.ok()) {
+      last_owner_loss = OwnerLossReset::kReset;
+      LogInfo("owner loss: device reset", {{"device", description.backend.name}});
+      return;
+    }
+    LogError("owner loss: device reset failed; disabling decode instead",
+             {{"error", reset.ToString()}});
+  }
+  absl::Status cleared =
+      ClearCommandBits(PCI_COMMAND_MEMORY | PCI_COMMAND_IO | PCI_COMMAND_MASTER);
+  last_owner_loss = OwnerLossReset::kDecodeDisabled;
+  LogWarning(
+      "owner loss: the device has no usable reset; memory and I/O decode and bus mastering are "
+      "off, and its registers keep the last owner's values until the next owner resets it",
+      {{"device", description.backend.name},
+       {"status", cleared.ok() ? "ok" : cleared.ToString()}});
 }
 
 PciDevice::PciDevice() : state_(std::make_unique<State>()) {}
@@ -224,6 +254,10 @@ DeviceSnapshot PciDevice::Snapshot() const {
   snapshot.mappings = s.dma->Mappings();
   snapshot.irqs = s.irqs->State();
   snapshot.counters = s.backend->Counters();
+  {
+    absl::ReaderMutexLock lock(&s.device_mu);
+    snapshot.last_owner_loss = s.last_owner_loss;
+  }
   return snapshot;
 }
 
@@ -237,6 +271,8 @@ void PciDevice::RegisterOwnerCleanup(OwnerCleanup& cleanup) {
   });
   cleanup.Register(OwnerCleanup::Stage::kDma, "DMA mappings and memory",
                    [s] { s->dma->ReleaseAll(); });
+  cleanup.Register(OwnerCleanup::Stage::kDevice, "device reset (or decode off)",
+                   [s] { s->ResetForNextOwner(); });
 }
 
 void PciDevice::ReleaseOwnerResources() {
@@ -247,6 +283,7 @@ void PciDevice::ReleaseOwnerResources() {
     s.irqs->DisableAll();
   }
   s.dma->ReleaseAll();
+  s.ResetForNextOwner();
 }
 
 }  // namespace vfiod

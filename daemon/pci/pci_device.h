@@ -93,11 +93,20 @@ struct UnmapResult {
   uint32_t mappings = 0;
 };
 
+// What owner loss did to the device's own state, so that the next owner inherits nothing.
+enum class OwnerLossReset {
+  kNone,            // no owner has been lost yet
+  kReset,           // the device was reset (VFIO_DEVICE_RESET)
+  kDecodeDisabled,  // no reset available (or it failed): memory and I/O decode and bus
+                    // mastering were turned off; registers keep the last owner's values
+};
+
 struct DeviceSnapshot {
   std::vector<MemoryInfo> memory;
   std::vector<DmaMapRequest> mappings;  // sorted by iova
   std::vector<IrqIndexState> irqs;
   BackendCounters counters;
+  OwnerLossReset last_owner_loss = OwnerLossReset::kNone;
 };
 
 class PciDevice {
@@ -146,8 +155,11 @@ class PciDevice {
 
   // Registers the release of the owner's device state: bus mastering cleared in the command
   // register, so the device starts no more DMA (Stage::kQuiesce); every IRQ index disabled
-  // (kInterrupts); every DMA mapping unmapped, then all memory unregistered (kDma). Each step
-  // is attempted and failures are logged. Call once; `cleanup` must not outlive the device.
+  // (kInterrupts); every DMA mapping unmapped, then all memory unregistered (kDma); then the
+  // device itself made fit for the next owner (kDevice): reset when the backend offers it,
+  // otherwise (or if the reset fails) memory and I/O decode and bus mastering turned off, with
+  // a warning in the log, and Snapshot().last_owner_loss saying which. Each step is attempted
+  // and failures are logged. Call once; `cleanup` must not outlive the device.
   void RegisterOwnerCleanup(OwnerCleanup& cleanup);
 
   // All of the above at once, in that order (for callers without an OwnerCleanup: tests).

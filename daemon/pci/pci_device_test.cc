@@ -350,7 +350,27 @@ TEST_F(PciDeviceTest, ReleaseOwnerResourcesClearsEverything) {
   EXPECT_TRUE(snapshot.memory.empty());
   EXPECT_TRUE(snapshot.mappings.empty());
   EXPECT_TRUE(backend_->mappings().empty());
-  EXPECT_EQ(*device_->ReadConfig(PCI_COMMAND, 2), uint32_t{PCI_COMMAND_MEMORY});
+  // No reset on this device: decode and bus mastering are off for the next owner.
+  EXPECT_EQ(*device_->ReadConfig(PCI_COMMAND, 2), 0u);
+  EXPECT_EQ(snapshot.last_owner_loss, OwnerLossReset::kDecodeDisabled);
+}
+
+TEST_F(PciDeviceTest, OwnerCleanupResetsADeviceThatOffersReset) {
+  auto fake = std::make_unique<FakeBackend>();
+  FakeBackend* backend = fake.get();
+  backend->info().reset_supported = true;
+  backend->SetConfig16(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+  absl::StatusOr<std::unique_ptr<PciDevice>> device =
+      PciDevice::Create(std::move(fake), DeviceLimits());
+  ASSERT_TRUE(device.ok());
+  OwnerCleanup cleanup;
+  (*device)->RegisterOwnerCleanup(cleanup);
+  EXPECT_EQ((*device)->Snapshot().last_owner_loss, OwnerLossReset::kNone);
+  cleanup.Run("test");
+  EXPECT_EQ(backend->reset_calls(), 1);
+  EXPECT_EQ((*device)->Snapshot().last_owner_loss, OwnerLossReset::kReset);
+  // Bus mastering was cleared before the reset; decode is left to the reset.
+  EXPECT_EQ(*(*device)->ReadConfig(PCI_COMMAND, 2) & PCI_COMMAND_MASTER, 0u);
 }
 
 }  // namespace

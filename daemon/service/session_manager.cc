@@ -154,6 +154,11 @@ absl::Status SessionManager::BindFdChannel(ConnectionId id, absl::string_view ke
       return absl::FailedPreconditionError(
           "BindFdChannel: the channel is bound to another session");
     }
+    if (HeldBySessionLocked(id) + channel.fds.size() > options_.max_fd_tokens) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "BindFdChannel: the channel's ", channel.fds.size(), " unused fds and the session's ",
+          HeldBySessionLocked(id), " exceed the limit of ", options_.max_fd_tokens));
+    }
     channel.bound_to = id;
     return absl::OkStatus();
   }
@@ -236,7 +241,7 @@ SessionManager::Summary SessionManager::GetSummary() const {
 void SessionManager::OnConnectionOpened(ConnectionId id, const PeerCredentials& peer,
                                         bool spawn_owner) {
   absl::MutexLock lock(&mu_);
-  sessions_[id] = Session{peer, spawn_owner};
+  sessions_[id] = Session{peer, spawn_owner, absl::Now(), 0};
   if (spawn_owner) {
     // The VMM that spawned the daemon owns it; nobody can have claimed it before.
     owner_ = id;
@@ -272,6 +277,65 @@ void SessionManager::OnConnectionClosed(ConnectionId id) {
   if (spawn_owner_gone && options_.on_spawn_owner_gone) options_.on_spawn_owner_gone();
 }
 
+size_t SessionManager::HeldBySessionLocked(ConnectionId id) const {
+  size_t held = 0;
+  for (const auto& [channel_id, channel] : channels_) {
+    if (channel.bound_to.has_value() && *channel.bound_to == id) held += channel.fds.size();
+  }
+  return held;
+}
+
+bool SessionManager::NoteCall(ConnectionId id) {
+  absl::MutexLock lock(&mu_);
+  auto session = sessions_.find(id);
+  if (session == sessions_.end()) return false;
+  session->second.last_active = absl::Now();
+  return true;
+}
+
+SessionManager::StreamScope SessionManager::BeginStream(ConnectionId id) {
+  absl::MutexLock lock(&mu_);
+  auto session = sessions_.find(id);
+  if (session != sessions_.end()) ++session->second.open_streams;
+  return StreamScope(this, id);
+}
+
+SessionManager::StreamScope::~StreamScope() {
+  if (manager_ == nullptr) return;
+  absl::MutexLock lock(&manager_->mu_);
+  auto session = manager_->sessions_.find(id_);
+  if (session == manager_->sessions_.end()) return;
+  --session->second.open_streams;
+  session->second.last_active = absl::Now();
+}
+
+bool SessionManager::IsFdChannelBound(FdChannelId id) {
+  absl::MutexLock lock(&mu_);
+  auto channel = channels_.find(id);
+  return channel != channels_.end() && channel->second.bound_to.has_value();
+}
+
+std::optional<ConnectionId> SessionManager::EvictableConnection(
+    const std::vector<ConnectionId>& candidates) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time idle_since = absl::Now() - kEvictableIdle;
+  std::optional<ConnectionId> choice;
+  absl::Time choice_active = absl::InfiniteFuture();
+  for (ConnectionId id : candidates) {
+    if (owner_.has_value() && *owner_ == id) continue;
+    auto session = sessions_.find(id);
+    if (session == sessions_.end()) continue;
+    const Session& s = session->second;
+    // A spawn-mode connection is the VMM's even while it does not own: never evicted.
+    if (s.spawn_owner || s.open_streams > 0 || s.last_active > idle_since) continue;
+    if (s.last_active < choice_active) {
+      choice = id;
+      choice_active = s.last_active;
+    }
+  }
+  return choice;
+}
+
 void SessionManager::DropOwnerTokens() {
   absl::MutexLock lock(&mu_);
   if (!owner_.has_value()) return;
@@ -302,10 +366,14 @@ absl::StatusOr<std::vector<FdTokenBytes>> SessionManager::OnFdsReceived(
   if (channel == channels_.end()) {
     return absl::FailedPreconditionError("the fd channel is closed");
   }
-  if (channel->second.fds.size() + fds.size() > options_.max_fd_tokens) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("too many unused fds: ", channel->second.fds.size(), " held, limit ",
-                     options_.max_fd_tokens));
+  // The limit is the session's, over every channel bound to it; an unbound channel's own.
+  const size_t held = channel->second.bound_to.has_value()
+                          ? HeldBySessionLocked(*channel->second.bound_to)
+                          : channel->second.fds.size();
+  if (held + fds.size() > options_.max_fd_tokens) {
+    return absl::ResourceExhaustedError(absl::StrCat("too many unused fds: ", held,
+                                                     " held by the session, limit ",
+                                                     options_.max_fd_tokens));
   }
   for (size_t i = 0; i < fds.size(); ++i) {
     channel->second.fds.emplace(tokens[i], std::move(fds[i]));

@@ -29,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -36,6 +37,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "daemon/base/owner_cleanup.h"
 #include "daemon/base/unique_fd.h"
 #include "daemon/transport/transport.h"
@@ -46,7 +49,8 @@ enum class SessionRole { kObserver, kOwner };
 
 struct SessionOptions {
   std::vector<uid_t> owner_uids;  // peers allowed to claim ownership
-  uint32_t max_fd_tokens = 64;    // outstanding (unconsumed) fds per session or channel
+  uint32_t max_fd_tokens = 64;    // outstanding (unconsumed) fds per session (over all its
+                                  // bound channels), or per channel while it is unbound
   // Called once after the spawn-mode owner is lost for good (spawn mode without a listener: no
   // one can attach again, so the daemon stops). May be empty.
   std::function<void()> on_spawn_owner_gone;
@@ -98,6 +102,28 @@ class SessionManager : public TransportEvents {
       ConnectionId id, const std::vector<absl::string_view>& tokens_hex,
       absl::string_view operation);
 
+  // Activity, for choosing which observer may be evicted at a full gRPC quota: a call noted at
+  // its start, and streams (WatchIrqs) for as long as they are open. Move-only.
+  // Notes a call's start; false when `id` has no session.
+  bool NoteCall(ConnectionId id);
+  class StreamScope {
+   public:
+    StreamScope(StreamScope&& other) noexcept
+        : manager_(std::exchange(other.manager_, nullptr)), id_(other.id_) {}
+    StreamScope& operator=(StreamScope&&) = delete;
+    ~StreamScope();
+
+   private:
+    friend class SessionManager;
+    StreamScope(SessionManager* manager, ConnectionId id) : manager_(manager), id_(id) {}
+    SessionManager* manager_;
+    ConnectionId id_;
+  };
+  StreamScope BeginStream(ConnectionId id);
+
+  // An observer idle this long, with no stream open, may be evicted.
+  static constexpr absl::Duration kEvictableIdle = absl::Seconds(2);
+
   struct Summary {
     uint32_t sessions = 0;
     bool owner_attached = false;
@@ -114,14 +140,21 @@ class SessionManager : public TransportEvents {
   absl::StatusOr<std::vector<FdTokenBytes>> OnFdsReceived(FdChannelId id,
                                                           std::vector<UniqueFd> fds) override;
   void OnFdChannelClosed(FdChannelId id) override;
+  bool IsFdChannelBound(FdChannelId id) override;
+  std::optional<ConnectionId> EvictableConnection(
+      const std::vector<ConnectionId>& candidates) override;
 
  private:
   struct Session {
     PeerCredentials peer;
     bool spawn_owner = false;
+    absl::Time last_active;
+    int open_streams = 0;
   };
   // Drops the unused fds of every channel bound to the owner (an OwnerCleanup release).
   void DropOwnerTokens();
+  // Unused fds held by every channel bound to session `id`.
+  size_t HeldBySessionLocked(ConnectionId id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   struct Channel {
     FdChannelKey key;
     PeerCredentials peer;

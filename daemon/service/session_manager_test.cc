@@ -132,6 +132,45 @@ TEST_F(SessionManagerTest, TheTokenLimitHoldsAndOwnerLossDropsUnusedTokens) {
       << "the lost owner's unused tokens are closed";
 }
 
+TEST_F(SessionManagerTest, TheTokenLimitIsTheSessionsOverAllItsChannels) {
+  sessions_.OnConnectionOpened(1, kOwnerPeer, false);
+  FdChannelKey first{}, second{}, third{};
+  first[0] = 1;
+  second[0] = 2;
+  third[0] = 3;
+  sessions_.OnFdChannelOpened(10, first, kOwnerPeer, 1);
+  sessions_.OnFdChannelOpened(11, second, kOwnerPeer, 1);
+  sessions_.OnFdChannelOpened(12, third, kOwnerPeer, std::nullopt);
+  ASSERT_EQ(SendEventfds(10, 3).size(), 3u);
+  std::vector<UniqueFd> two;
+  two.emplace_back(::eventfd(0, EFD_CLOEXEC));
+  two.emplace_back(::eventfd(0, EFD_CLOEXEC));
+  EXPECT_EQ(sessions_.OnFdsReceived(11, std::move(two)).status().code(),
+            absl::StatusCode::kResourceExhausted)
+      << "a second channel of the same session is not a second allowance";
+  // An unbound channel's fds count once it is bound.
+  ASSERT_EQ(SendEventfds(12, 2).size(), 2u);
+  EXPECT_EQ(sessions_.BindFdChannel(1, std::string(third.begin(), third.end())).code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(SessionManagerTest, OnlyAnIdleObserverWithoutStreamsMayBeEvicted) {
+  sessions_.OnConnectionOpened(1, kOwnerPeer, false);
+  sessions_.OnConnectionOpened(2, kObserverPeer, false);
+  sessions_.OnConnectionOpened(3, kObserverPeer, false);
+  sessions_.OnConnectionOpened(4, kObserverPeer, false);
+  ASSERT_TRUE(sessions_.ClaimOwnership(1).ok());
+  SessionManager::StreamScope watch = sessions_.BeginStream(2);
+  EXPECT_EQ(sessions_.EvictableConnection({1, 2, 3, 4}), std::nullopt)
+      << "nobody has been idle long enough";
+  absl::SleepFor(SessionManager::kEvictableIdle + absl::Milliseconds(100));
+  ASSERT_TRUE(sessions_.NoteCall(4));
+  EXPECT_EQ(sessions_.EvictableConnection({1, 2, 3, 4}), 3u);
+  EXPECT_EQ(sessions_.EvictableConnection({1, 2, 4}), std::nullopt)
+      << "the owner, an open stream and a recent call all keep their connection";
+  EXPECT_FALSE(sessions_.IsFdChannelBound(99));
+}
+
 TEST_F(SessionManagerTest, TheSpawnOwnerOwnsFromTheStartAndItsEndIsReported) {
   int gone = 0;
   SessionOptions options{{kOwnerUid}, 4, [&gone] { ++gone; }};

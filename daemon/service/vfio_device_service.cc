@@ -177,12 +177,14 @@ VfioDeviceService::VfioDeviceService(PciDevice* device, SessionManager* sessions
       sessions_(sessions),
       transport_(transport),
       options_(options),
-      device_info_(BuildDeviceInfo(device->description(), device->limits(), options.max_fd_tokens)) {}
+      device_info_(BuildDeviceInfo(device->description(), device->limits(), options.max_fd_tokens)) {
+  device_info_.set_daemon_version(options.daemon_version);
+}
 
 absl::StatusOr<ConnectionId> VfioDeviceService::Caller(const grpc::ServerContext* context,
                                                        absl::string_view operation) const {
   std::optional<ConnectionId> id = transport_->ConnectionForPeer(context->peer());
-  if (!id.has_value() || !sessions_->Exists(*id)) {
+  if (!id.has_value() || !sessions_->NoteCall(*id)) {
     return absl::UnavailableError(
         absl::StrCat(operation, ": the calling connection is not known (it may be closing)"));
   }
@@ -489,7 +491,9 @@ grpc::Status VfioDeviceService::SetIrqs(grpc::ServerContext* context,
 absl::Status VfioDeviceService::DoWatchIrqs(grpc::ServerContext* context,
                                             const v1::WatchIrqsRequest& request,
                                             grpc::ServerWriter<v1::IrqEvent>* writer) {
-  VFIOD_RETURN_IF_ERROR(Caller(context, "WatchIrqs").status());
+  VFIOD_ASSIGN_OR_RETURN(ConnectionId caller, Caller(context, "WatchIrqs"));
+  // An open stream keeps its connection from being evicted as idle.
+  SessionManager::StreamScope stream = sessions_->BeginStream(caller);
   std::vector<IrqIndex> indexes;
   for (int value : request.indexes()) {
     VFIOD_ASSIGN_OR_RETURN(IrqIndex index, IrqIndexFromProto(value, "WatchIrqs"));
@@ -578,6 +582,17 @@ void VfioDeviceService::FillState(ConnectionId caller, v1::DeviceState* state) c
   }
   state->mutable_device()->set_dma_faults(snapshot.counters.dma_faults);
   state->mutable_device()->set_interrupts(snapshot.counters.interrupts);
+  switch (snapshot.last_owner_loss) {
+    case OwnerLossReset::kNone:
+      state->set_last_owner_loss(v1::OWNER_LOSS_RESET_NONE);
+      break;
+    case OwnerLossReset::kReset:
+      state->set_last_owner_loss(v1::OWNER_LOSS_RESET_DEVICE_RESET);
+      break;
+    case OwnerLossReset::kDecodeDisabled:
+      state->set_last_owner_loss(v1::OWNER_LOSS_RESET_DECODE_DISABLED);
+      break;
+  }
 }
 
 grpc::Status VfioDeviceService::GetState(grpc::ServerContext* context,

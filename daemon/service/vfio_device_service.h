@@ -15,6 +15,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "daemon/pci/pci_device.h"
@@ -31,6 +32,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 struct ServiceOptions {
   bool observer_bar_reads = false;  // observers may read BARs (reads can have side effects)
   uint32_t max_fd_tokens = 0;       // reported in DeviceInfo.limits; enforced by SessionManager
+  std::string daemon_version;       // reported in DeviceInfo
 };
 
 class VfioDeviceService final : public v1::VfioDevice::Service {

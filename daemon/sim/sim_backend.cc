@@ -1056,13 +1056,15 @@ absl::StatusOr<std::unique_ptr<DeviceBackend>> CreateSimulatedEdu(const SimEduOp
   return std::unique_ptr<DeviceBackend>(std::move(backend));
 }
 
-absl::StatusOr<std::unique_ptr<DeviceBackend>> CreateSimulatedBackend(absl::string_view spec) {
+absl::StatusOr<std::unique_ptr<DeviceBackend>> CreateSimulatedBackend(
+    absl::string_view spec, std::optional<uint64_t> memlock_limit) {
   std::vector<absl::string_view> parts = absl::StrSplit(spec, ',');
   if (parts[0] != "edu") {
     return absl::InvalidArgumentError(
         absl::StrCat("simulated device \"", parts[0], "\" is unknown (known: edu)"));
   }
   SimEduOptions options;
+  options.memlock_limit = memlock_limit;
   for (size_t i = 1; i < parts.size(); ++i) {
     if (parts[i] == "reset") {
       options.reset_supported = true;

@@ -89,8 +89,12 @@ struct SimEduOptions {
 
 // `spec` is "edu" followed by optional comma-separated flags: "reset" (advertise and implement
 // VFIO_DEVICE_RESET) and "aw=39" / "aw=48" (IOMMU address width). INVALID_ARGUMENT names an
-// unknown device or flag.
-absl::StatusOr<std::unique_ptr<DeviceBackend>> CreateSimulatedBackend(absl::string_view spec);
+// unknown device or flag. `memlock_limit`: SimEduOptions::memlock_limit. The daemon passes
+// --max-dma-bytes, the RLIMIT_MEMLOCK its jail sets: a host whose hard limit clamps the real
+// rlimit below that (no CAP_SYS_RESOURCE) constrains only the kernel backend, the one that pins
+// host memory, so the simulated device keeps the budget the daemon was given.
+absl::StatusOr<std::unique_ptr<DeviceBackend>> CreateSimulatedBackend(
+    absl::string_view spec, std::optional<uint64_t> memlock_limit = std::nullopt);
 
 // The same device with every option spelled out (tests use the delays).
 absl::StatusOr<std::unique_ptr<DeviceBackend>> CreateSimulatedEdu(const SimEduOptions& options);

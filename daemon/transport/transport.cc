@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <climits>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -101,7 +102,9 @@ class TransportImpl final : public Transport {
         events_(events),
         spawn_connection_(std::move(options.spawn_connection)),
         spawn_fd_channel_(std::move(options.spawn_fd_channel)),
-        spawn_vfio_user_(std::move(options.spawn_vfio_user)) {}
+        spawn_vfio_user_(std::move(options.spawn_vfio_user)),
+        activated_{std::move(options.activated_grpc), std::move(options.activated_fd_channel),
+                   std::move(options.activated_vfio_user)} {}
 
   ~TransportImpl() override { Shutdown(); }
 
@@ -130,6 +133,7 @@ class TransportImpl final : public Transport {
   struct Channel {
     UniqueFd fd;
     ConnectionSlot slot;
+    std::optional<absl::Time> bind_deadline;  // nullopt: bound (or known to be)
   };
   // An accepted gRPC connection waiting for the HTTP/2 client preface.
   struct Pending {
@@ -162,6 +166,10 @@ class TransportImpl final : public Transport {
   void AdoptVfioUser(UniqueFd fd, const PeerCredentials& peer, bool spawned);
   void ServePending(uint64_t id, uint32_t epoll_events);
   void ExpirePending();
+  void ExpireUnboundChannels();
+  // Makes room at a full quota: closes an idle observer's gRPC connection, or the oldest
+  // unbound fd channel. True if something was closed.
+  bool EvictFor(Protocol protocol);
   void CloseConnection(ConnectionId id, absl::string_view reason);
   void CloseChannel(FdChannelId id, absl::string_view reason);
   void ServeChannel(FdChannelId id, uint32_t epoll_events);
@@ -186,6 +194,8 @@ class TransportImpl final : public Transport {
   PeerCredentials spawn_connection_peer_;
   PeerCredentials spawn_fd_channel_peer_;
   PeerCredentials spawn_vfio_user_peer_;
+  // Socket-activated listeners, by Protocol; taken in Init().
+  UniqueFd activated_[kNumProtocols];
 
   absl::Mutex lifecycle_mu_;
   bool started_ ABSL_GUARDED_BY(lifecycle_mu_) = false;
@@ -200,6 +210,8 @@ class TransportImpl final : public Transport {
   mutable absl::Mutex mu_;
   std::map<int, ConnectionId> connection_by_fd_ ABSL_GUARDED_BY(mu_);
   std::vector<FdChannelId> close_requests_ ABSL_GUARDED_BY(mu_);
+  // gRPC fd numbers of connections whose OnConnectionClosed has not run yet.
+  std::multiset<int> closing_fds_ ABSL_GUARDED_BY(mu_);
   bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
 
   // Event thread only.
@@ -250,6 +262,22 @@ absl::Status TransportImpl::Init() {
   if (!vfio_user_path_.empty()) {
     VFIOD_RETURN_IF_ERROR(
         AddListener(vfio_user_path_, UnixSocketKind::kStream, Protocol::kVfioUser));
+  }
+  constexpr UnixSocketKind kKinds[kNumProtocols] = {
+      UnixSocketKind::kStream, UnixSocketKind::kSeqPacket, UnixSocketKind::kStream};
+  for (int p = 0; p < kNumProtocols; ++p) {
+    if (!activated_[p].valid()) continue;
+    const Protocol protocol = static_cast<Protocol>(p);
+    absl::StatusOr<UnixListener> adopted =
+        UnixListener::Adopt(std::move(activated_[p]), kKinds[p]);
+    if (!adopted.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("socket activation: the ",
+                                                     ProtocolName(protocol), " socket: ",
+                                                     adopted.status().message()));
+    }
+    LogInfo("listening on an activated socket", {{"kind", std::string(ProtocolName(protocol))},
+                                                 {"socket", adopted->path()}});
+    listeners_.emplace_back(*std::move(adopted), protocol);
   }
   if (listeners_.empty()) return absl::OkStatus();
   std::string uids;
@@ -437,6 +465,7 @@ void TransportImpl::Run() {
     }
     ResumeListeners();
     ExpirePending();
+    ExpireUnboundChannels();
   }
   CloseEverything();
   event_thread_id_.store(std::thread::id());
@@ -451,6 +480,12 @@ int TransportImpl::EpollTimeoutMs() const {
   }
   for (const auto& [id, pending] : pending_) {
     if (!earliest.has_value() || pending.deadline < *earliest) earliest = pending.deadline;
+  }
+  for (const auto& [id, channel] : channels_) {
+    if (channel.bind_deadline.has_value() &&
+        (!earliest.has_value() || *channel.bind_deadline < *earliest)) {
+      earliest = channel.bind_deadline;
+    }
   }
   if (!earliest.has_value()) return -1;
   const int64_t ms = absl::ToInt64Milliseconds(*earliest - absl::Now());
@@ -540,6 +575,10 @@ void TransportImpl::HandleListener(Listener& listener) {
 
 ConnectionSlot TransportImpl::Admit(Protocol protocol, const PeerCredentials& peer) {
   absl::StatusOr<ConnectionSlot> slot = registry_->Admit(protocol, peer);
+  if (!slot.ok() && registry_->Count(protocol) >= registry_->quotas().Max(protocol) &&
+      EvictFor(protocol)) {
+    slot = registry_->Admit(protocol, peer);
+  }
   if (slot.ok()) return *std::move(slot);
   LogWarning("connection refused", {{"kind", std::string(ProtocolName(protocol))},
                                     {"reason", std::string(slot.status().message())},
@@ -582,12 +621,15 @@ std::optional<ConnectionId> TransportImpl::AddConnection(UniqueFd fd, const Peer
     auto it = connection_by_fd_.find(number);
     if (it != connection_by_fd_.end()) stale = it->second;
   }
-  if (stale.has_value()) {
-    CloseConnection(*stale, "fd number reused");
-    // Its session ends (with owner loss) before the new one begins: the rare case where the
-    // event thread waits for the close thread.
-    closes_.Drain();
+  if (stale.has_value()) CloseConnection(*stale, "fd number reused");
+  bool number_closing;
+  {
+    absl::MutexLock lock(&mu_);
+    number_closing = closing_fds_.count(number) != 0;
   }
+  // The session of an earlier connection with this number ends (with owner loss) before the
+  // new one begins: the rare case where the event thread waits for the close thread.
+  if (number_closing) closes_.Drain();
 
   const ConnectionId id = slot.id();
   absl::Status watched = EpollAdd(*watch, EPOLLRDHUP, MakeTag(Tag::kConnection, id));
@@ -677,6 +719,52 @@ void TransportImpl::ExpirePending() {
   }
 }
 
+bool TransportImpl::EvictFor(Protocol protocol) {
+  if (protocol == Protocol::kFdChannel) {
+    std::optional<FdChannelId> oldest;  // ids grow with time: the smallest unbound is the oldest
+    for (auto& [id, channel] : channels_) {
+      if (!channel.bind_deadline.has_value()) continue;
+      if (events_->IsFdChannelBound(id)) {
+        channel.bind_deadline.reset();
+        continue;
+      }
+      oldest = id;
+      break;
+    }
+    if (!oldest.has_value()) return false;
+    CloseChannel(*oldest, "evicted: unbound, and a new fd channel needed its slot");
+    return true;
+  }
+  if (protocol == Protocol::kGrpc) {
+    std::vector<ConnectionId> candidates;
+    for (const auto& [id, connection] : connections_) candidates.push_back(id);
+    std::optional<ConnectionId> victim = events_->EvictableConnection(candidates);
+    if (!victim.has_value()) return false;
+    auto it = connections_.find(*victim);
+    if (it == connections_.end()) return false;
+    // gRPC owns the connection's fd; shutting the socket down through our duplicate makes gRPC
+    // see the end of the stream and close it.
+    ::shutdown(it->second.watch.get(), SHUT_RDWR);
+    CloseConnection(*victim, "evicted: an idle observer, and a new connection needed its slot");
+    return true;
+  }
+  return false;
+}
+
+void TransportImpl::ExpireUnboundChannels() {
+  const absl::Time now = absl::Now();
+  std::vector<FdChannelId> expired;
+  for (auto& [id, channel] : channels_) {
+    if (!channel.bind_deadline.has_value() || *channel.bind_deadline > now) continue;
+    if (events_->IsFdChannelBound(id)) {
+      channel.bind_deadline.reset();
+    } else {
+      expired.push_back(id);
+    }
+  }
+  for (FdChannelId id : expired) CloseChannel(id, "not bound to a session in time");
+}
+
 void TransportImpl::AddFdChannel(UniqueFd fd, const PeerCredentials& peer,
                                  std::optional<ConnectionId> bound_to) {
   ConnectionSlot slot = Admit(Protocol::kFdChannel, peer);
@@ -693,7 +781,10 @@ void TransportImpl::AddFdChannel(UniqueFd fd, const PeerCredentials& peer,
     LogError("fd channel refused", {{"error", std::string(watched.message())}});
     return;
   }
-  auto [it, inserted] = channels_.emplace(id, Channel{std::move(fd), std::move(slot)});
+  std::optional<absl::Time> bind_deadline;
+  if (!bound_to.has_value()) bind_deadline = absl::Now() + kFdChannelBindTimeout;
+  auto [it, inserted] =
+      channels_.emplace(id, Channel{std::move(fd), std::move(slot), bind_deadline});
   LogInfo("fd channel opened",
           {{"fd_channel", std::to_string(id)},
            {"uid", std::to_string(peer.uid)},
@@ -710,15 +801,21 @@ void TransportImpl::CloseConnection(ConnectionId id, absl::string_view reason) {
   auto it = connections_.find(id);
   if (it == connections_.end()) return;
   EpollDelete(it->second.watch);
+  const int number = it->second.grpc_fd;
   {
     absl::MutexLock lock(&mu_);
-    auto by_fd = connection_by_fd_.find(it->second.grpc_fd);
+    auto by_fd = connection_by_fd_.find(number);
     if (by_fd != connection_by_fd_.end() && by_fd->second == id) connection_by_fd_.erase(by_fd);
+    closing_fds_.insert(number);
   }
   connections_.erase(it);
   LogInfo("connection closed",
           {{"connection", std::to_string(id)}, {"reason", std::string(reason)}});
-  closes_.Post([this, id] { events_->OnConnectionClosed(id); });
+  closes_.Post([this, id, number] {
+    events_->OnConnectionClosed(id);
+    absl::MutexLock lock(&mu_);
+    closing_fds_.erase(closing_fds_.find(number));
+  });
 }
 
 void TransportImpl::CloseChannel(FdChannelId id, absl::string_view reason) {
@@ -775,10 +872,12 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::Create(TransportOptions op
     return absl::InvalidArgumentError("Transport::Create: registry is null");
   }
   if (options.listen_path.empty() && options.vfio_user_path.empty() &&
-      !options.spawn_connection.valid() && !options.spawn_vfio_user.valid()) {
+      !options.spawn_connection.valid() && !options.spawn_vfio_user.valid() &&
+      !options.activated_grpc.valid() && !options.activated_vfio_user.valid()) {
     return absl::InvalidArgumentError("Transport::Create: no listen path and no spawn socket");
   }
-  if ((!options.vfio_user_path.empty() || options.spawn_vfio_user.valid()) &&
+  if ((!options.vfio_user_path.empty() || options.spawn_vfio_user.valid() ||
+       options.activated_vfio_user.valid()) &&
       options.vfio_user == nullptr) {
     return absl::InvalidArgumentError("Transport::Create: vfio-user without a handler");
   }

@@ -67,6 +67,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "daemon/base/unique_fd.h"
 #include "daemon/transport/connection_registry.h"
 #include "proto/vfiod/v1/fd_channel.h"
@@ -100,7 +101,19 @@ class TransportEvents {
   virtual absl::StatusOr<std::vector<FdTokenBytes>> OnFdsReceived(FdChannelId id,
                                                                   std::vector<UniqueFd> fds) = 0;
   virtual void OnFdChannelClosed(FdChannelId id) = 0;
+
+  // Whether fd channel `id` is bound to a session. A channel still unbound kFdChannelBindTimeout
+  // after it opened is closed, and at the fd-channel quota the oldest unbound channel makes room
+  // for a new one, so unbound channels cannot hold every slot.
+  virtual bool IsFdChannelBound(FdChannelId id) = 0;
+  // At the gRPC quota: which of `candidates` (open gRPC connections) may be closed to admit a
+  // new one: an observer that is idle (no stream open, no call for a while), the longest idle
+  // first; never the owner. nullopt: none may.
+  virtual std::optional<ConnectionId> EvictableConnection(
+      const std::vector<ConnectionId>& candidates) = 0;
 };
+
+inline constexpr absl::Duration kFdChannelBindTimeout = absl::Seconds(5);
 
 // A protocol served outside the transport's event thread (vfio-user).
 class ConnectionHandler {
@@ -121,6 +134,13 @@ struct TransportOptions {
   UniqueFd spawn_connection;  // invalid: none
   UniqueFd spawn_fd_channel;  // invalid: none
   UniqueFd spawn_vfio_user;   // invalid: none
+  // Listening sockets inherited from a service manager (socket activation), used like the ones
+  // bound at the paths above, and instead of them; each must be a listening AF_UNIX socket of
+  // its protocol's kind (INVALID_ARGUMENT). Their files are the service manager's and are never
+  // removed here.
+  UniqueFd activated_grpc;
+  UniqueFd activated_fd_channel;
+  UniqueFd activated_vfio_user;
   // Required. Admits every connection; must outlive the transport.
   ConnectionRegistry* registry = nullptr;
   // Required with `vfio_user_path` or `spawn_vfio_user`; must outlive the transport.

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -110,6 +111,27 @@ class RecordingEvents : public TransportEvents {
     absl::MutexLock lock(&mu_);
     channels_closed_.push_back(id);
   }
+  bool IsFdChannelBound(FdChannelId id) override {
+    absl::MutexLock lock(&mu_);
+    return channels_bound_;
+  }
+  std::optional<ConnectionId> EvictableConnection(
+      const std::vector<ConnectionId>& candidates) override {
+    absl::MutexLock lock(&mu_);
+    for (ConnectionId id : candidates) {
+      if (evictable_.count(id) != 0) return id;
+    }
+    return std::nullopt;
+  }
+  // Channels read as bound (the default) or unbound; connections that may be evicted.
+  void SetChannelsBound(bool bound) {
+    absl::MutexLock lock(&mu_);
+    channels_bound_ = bound;
+  }
+  void SetEvictable(ConnectionId id) {
+    absl::MutexLock lock(&mu_);
+    evictable_.insert(id);
+  }
 
   // Polls `predicate` (under the lock) until true or `timeout`.
   bool WaitFor(const std::function<bool(const RecordingEvents&)>& predicate,
@@ -176,6 +198,8 @@ class RecordingEvents : public TransportEvents {
   std::vector<ConnectionId> closed_ ABSL_GUARDED_BY(mu_);
   std::vector<ChannelOpened> channels_opened_ ABSL_GUARDED_BY(mu_);
   std::vector<FdChannelId> channels_closed_ ABSL_GUARDED_BY(mu_);
+  bool channels_bound_ ABSL_GUARDED_BY(mu_) = true;
+  std::set<ConnectionId> evictable_ ABSL_GUARDED_BY(mu_);
   int batches_ ABSL_GUARDED_BY(mu_) = 0;
   bool fail_next_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t token_serial_ ABSL_GUARDED_BY(mu_) = 0;
@@ -390,8 +414,8 @@ class TransportTest : public ::testing::Test {
 
   // True when the peer closed `fd` within the wait (EOF on a stream or seqpacket socket).
   // Data the server sent first (gRPC's SETTINGS frame) is skipped.
-  static bool SeesEof(const UniqueFd& fd) {
-    const absl::Time deadline = absl::Now() + kWait;
+  static bool SeesEof(const UniqueFd& fd, absl::Duration wait = kWait) {
+    const absl::Time deadline = absl::Now() + wait;
     while (absl::Now() < deadline) {
       if (!WaitReadable(fd, deadline - absl::Now())) return false;
       char buffer[4096];
@@ -994,6 +1018,51 @@ TEST_F(TransportTest, ConnectionIdsAreNeverReused) {
   }
   std::vector<RecordingEvents::Opened> opened = events_.opened();
   for (size_t i = 1; i < opened.size(); ++i) EXPECT_GT(opened[i].id, opened[i - 1].id);
+}
+
+
+TEST_F(TransportTest, AnUnboundFdChannelIsClosedAfterTheBindTimeout) {
+  events_.SetChannelsBound(false);
+  StartTransport(ListenOptions());
+  FdChannelHello hello;
+  UniqueFd channel = ConnectFdChannel(&hello);
+  ASSERT_TRUE(channel.valid());
+  const absl::Time start = absl::Now();
+  EXPECT_TRUE(SeesEof(channel, kFdChannelBindTimeout + kWait));
+  EXPECT_GE(absl::Now() - start, kFdChannelBindTimeout - absl::Milliseconds(100));
+  EXPECT_TRUE(events_.WaitFor(
+      [](const RecordingEvents& e) { return e.channels_closed_count() == 1; }));
+}
+
+TEST_F(TransportTest, AtTheFdChannelQuotaTheOldestUnboundChannelMakesRoom) {
+  events_.SetChannelsBound(false);
+  quotas_.max_fd_channels = 2;
+  StartTransport(ListenOptions());
+  FdChannelHello hello;
+  UniqueFd first = ConnectFdChannel(&hello);
+  UniqueFd second = ConnectFdChannel(&hello);
+  ASSERT_TRUE(first.valid() && second.valid());
+  UniqueFd third = ConnectFdChannel(&hello);
+  EXPECT_TRUE(third.valid()) << "a new channel got no slot";
+  EXPECT_TRUE(SeesEof(first));
+}
+
+TEST_F(TransportTest, AtTheGrpcQuotaAnEvictableObserverMakesRoomAndOthersDoNot) {
+  quotas_.max_grpc = 1;
+  StartTransport(ListenOptions());
+  absl::StatusOr<UniqueFd> first = ConnectHttp2Client();
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.opened_count() == 1; }));
+  // Not evictable (the owner, or busy): the newcomer is refused.
+  absl::StatusOr<UniqueFd> refused = ConnectExpectingRefusal();
+  ASSERT_TRUE(refused.ok());
+  EXPECT_TRUE(SeesEof(*refused));
+  // Evictable: it makes room.
+  events_.SetEvictable(events_.opened()[0].id);
+  absl::StatusOr<UniqueFd> second = ConnectHttp2Client();
+  ASSERT_TRUE(second.ok());
+  EXPECT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.opened_count() == 2; }));
+  EXPECT_TRUE(SeesEof(*first));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <utility>
 
@@ -172,6 +173,32 @@ UnixListener& UnixListener::operator=(UnixListener&& other) noexcept {
 }
 
 UnixListener::~UnixListener() { Close(); }
+
+absl::StatusOr<UnixListener> UnixListener::Adopt(UniqueFd fd, UnixSocketKind kind) {
+  absl::Status checked = CheckUnixSocketKind(fd, kind);
+  if (!checked.ok()) return checked;
+  int listening = 0;
+  socklen_t length = sizeof(listening);
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) != 0) {
+    return ErrnoError(errno, "getsockopt(SO_ACCEPTCONN)");
+  }
+  if (listening == 0) {
+    return absl::InvalidArgumentError("the inherited socket does not listen");
+  }
+  absl::Status nonblocking = SetNonBlocking(fd);
+  if (!nonblocking.ok()) return nonblocking;
+  if (::fcntl(fd.get(), F_SETFD, FD_CLOEXEC) != 0) return ErrnoError(errno, "fcntl(F_SETFD)");
+  sockaddr_un address = {};
+  socklen_t address_length = sizeof(address);
+  std::string path;
+  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&address), &address_length) == 0 &&
+      address_length > offsetof(sockaddr_un, sun_path) && address.sun_path[0] != '\0') {
+    path.assign(address.sun_path, strnlen(address.sun_path, sizeof(address.sun_path)));
+  }
+  UnixListener listener(std::move(fd), std::move(path), 0, 0);
+  listener.linked_ = false;
+  return listener;
+}
 
 void UnixListener::Unlink() {
   if (!linked_) return;

@@ -49,6 +49,11 @@ class UnixListener {
   // Other errors follow ErrnoError.
   static absl::StatusOr<UnixListener> Bind(absl::string_view path, UnixSocketKind kind,
                                            mode_t mode, int backlog = 64);
+  // Takes a listening socket someone else bound (a service manager's socket activation):
+  // INVALID_ARGUMENT unless it is an AF_UNIX socket of `kind` that listens. It is made
+  // non-blocking and close-on-exec; its file is never removed here (it is not ours); path() is
+  // the bound path, for logs.
+  static absl::StatusOr<UnixListener> Adopt(UniqueFd fd, UnixSocketKind kind);
 
   UnixListener(UnixListener&& other) noexcept;
   UnixListener& operator=(UnixListener&& other) noexcept;
