@@ -102,15 +102,74 @@ absl::StatusOr<std::vector<std::string>> FdChannelClient::SendFds(absl::Span<con
     if (fd < 0) return absl::InvalidArgumentError(absl::StrCat("SendFds: invalid fd ", fd));
   }
   absl::MutexLock lock(&mu_);
+  DrainLateReplies();
   std::vector<std::string> tokens;
   tokens.reserve(fds.size());
   for (size_t start = 0; start < fds.size(); start += max_fds_per_message_) {
     absl::StatusOr<std::vector<std::string>> batch =
         SendBatch(fds.subspan(start, max_fds_per_message_), timeout);
-    if (!batch.ok()) return batch.status();
+    if (!batch.ok()) {
+      // All or none: the daemon holds the fds of the batches it answered; the caller gets no
+      // token of this send, so they are stray tokens for the caller to release.
+      for (std::string& token : tokens) stray_tokens_.push_back(std::move(token));
+      return batch.status();
+    }
     for (std::string& token : *batch) tokens.push_back(std::move(token));
   }
   return tokens;
+}
+
+std::vector<std::string> FdChannelClient::TakeStrayTokens() {
+  absl::MutexLock lock(&mu_);
+  DrainLateReplies();
+  std::vector<std::string> tokens;
+  tokens.swap(stray_tokens_);
+  return tokens;
+}
+
+void FdChannelClient::KeepStrayTokens(std::vector<std::string> tokens) {
+  absl::MutexLock lock(&mu_);
+  for (std::string& token : tokens) stray_tokens_.push_back(std::move(token));
+}
+
+uint32_t FdChannelClient::unanswered_batches() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<uint32_t>(unanswered_.size());
+}
+
+void FdChannelClient::KeepLateReply(const char* buffer, size_t size) {
+  if (size < sizeof(v1::FdChannelReply)) return;
+  v1::FdChannelReply reply;
+  std::memcpy(&reply, buffer, sizeof(reply));
+  if (reply.magic != v1::kFdChannelMagic) return;
+  auto it = std::find(unanswered_.begin(), unanswered_.end(), reply.sequence);
+  if (it == unanswered_.end()) return;  // not a batch we are waiting for: nothing to keep
+  unanswered_.erase(it);
+  if (reply.status_code != 0 || reply.count > v1::kFdChannelMaxFdsPerMessage ||
+      size != sizeof(reply) + reply.count * sizeof(v1::FdToken)) {
+    return;  // refused (the daemon closed the fds) or malformed
+  }
+  for (uint32_t i = 0; i < reply.count; ++i) {
+    v1::FdToken token;
+    std::memcpy(&token, buffer + sizeof(reply) + i * sizeof(token), sizeof(token));
+    stray_tokens_.push_back(FdTokenToHex(token));
+  }
+}
+
+void FdChannelClient::DrainLateReplies() {
+  char buffer[v1::kFdChannelMaxMessageBytes];
+  while (!unanswered_.empty() && socket_.valid()) {
+    ssize_t n = ::recv(socket_.get(), buffer, sizeof(buffer), MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return;  // nothing waiting (EAGAIN), or an error the next exchange reports
+    if (n == 0) {
+      socket_.Reset();  // the daemon closed the channel, and with it every token on it
+      unanswered_.clear();
+      stray_tokens_.clear();
+      return;
+    }
+    KeepLateReply(buffer, static_cast<size_t>(n));
+  }
 }
 
 absl::StatusOr<std::vector<std::string>> FdChannelClient::SendBatch(absl::Span<const int> fds,
@@ -141,6 +200,8 @@ absl::StatusOr<std::vector<std::string>> FdChannelClient::SendBatch(absl::Span<c
     int error = errno;
     if (error == EPIPE || error == ECONNRESET || error == ENOTCONN) {
       socket_.Reset();
+      unanswered_.clear();
+      stray_tokens_.clear();  // the channel's tokens died with it
       return absl::UnavailableError("SendFds: the daemon closed the fd channel");
     }
     return absl::InternalError(absl::StrCat("SendFds: sendmsg: ", std::strerror(error)));
@@ -151,9 +212,17 @@ absl::StatusOr<std::vector<std::string>> FdChannelClient::SendBatch(absl::Span<c
   for (;;) {
     absl::StatusOr<size_t> n =
         ReceiveMessage(socket_.get(), buffer, sizeof(buffer), deadline, "SendFds");
-    if (!n.ok()) return n.status();
+    if (!n.ok()) {
+      // No reply yet: the daemon may still answer (with tokens) later.
+      if (n.status().code() == absl::StatusCode::kDeadlineExceeded) {
+        unanswered_.push_back(sequence);
+      }
+      return n.status();
+    }
     if (*n == 0) {
       socket_.Reset();
+      unanswered_.clear();
+      stray_tokens_.clear();  // the channel's tokens died with it
       return absl::UnavailableError("SendFds: the daemon closed the fd channel");
     }
     if (*n < sizeof(v1::FdChannelReply)) {
@@ -165,8 +234,11 @@ absl::StatusOr<std::vector<std::string>> FdChannelClient::SendBatch(absl::Span<c
       return absl::DataLossError(
           absl::StrFormat("SendFds: bad reply magic 0x%08x", reply.magic));
     }
-    // A reply to an earlier batch whose wait timed out.
-    if (reply.sequence < sequence) continue;
+    // A reply to an earlier batch whose wait timed out: its tokens are stray tokens.
+    if (reply.sequence < sequence) {
+      KeepLateReply(buffer, *n);
+      continue;
+    }
     if (reply.sequence != sequence) {
       return absl::DataLossError(absl::StrFormat("SendFds: reply for sequence %d, expected %d",
                                                  reply.sequence, sequence));

@@ -282,6 +282,68 @@ TEST_F(FdChannelClientTest, StaleReplyIsSkipped) {
   daemon2.join();
   ASSERT_TRUE(tokens.ok()) << tokens.status();
   EXPECT_EQ(tokens->size(), 1u);
+  // The late reply's token is the caller's to release.
+  EXPECT_EQ(client->TakeStrayTokens().size(), 1u);
+}
+
+// All or none: a send whose second batch is refused returns no token, and the first batch's
+// tokens (the daemon holds those fds) are stray tokens for the caller to release.
+TEST_F(FdChannelClientTest, PartialFailureLeavesTheAnsweredBatchesAsStrayTokens) {
+  SendHello();
+  auto client = OpenClient();
+  ASSERT_NE(client, nullptr);
+  UniqueFd file = TempFile();
+  std::vector<int> fds(20, file.get());
+  uint32_t first_sequence = 0;
+  std::thread daemon([&] {
+    Received first = Receive();
+    first_sequence = first.header.sequence;
+    Reply(first.header.sequence, first.fds.size());
+    Received second = Receive();
+    ReplyError(second.header.sequence,
+               static_cast<uint32_t>(absl::StatusCode::kResourceExhausted), "too many");
+  });
+  auto tokens = client->SendFds(fds, absl::Seconds(5));
+  daemon.join();
+  EXPECT_EQ(tokens.status().code(), absl::StatusCode::kResourceExhausted);
+  std::vector<std::string> strays = client->TakeStrayTokens();
+  ASSERT_EQ(strays.size(), 16u);
+  for (size_t i = 0; i < 16; ++i) EXPECT_EQ(strays[i], FdTokenToHex(TokenFor(first_sequence, i)));
+  EXPECT_TRUE(client->TakeStrayTokens().empty());
+}
+
+// A batch that timed out is answered later: its tokens become stray tokens as soon as the late
+// reply is read, without blocking, and a refused late batch leaves none.
+TEST_F(FdChannelClientTest, LateRepliesBecomeStrayTokens) {
+  SendHello();
+  auto client = OpenClient();
+  ASSERT_NE(client, nullptr);
+  UniqueFd file = TempFile();
+  const int fds[] = {file.get(), file.get()};
+  Received first, second;
+  std::thread daemon([&] { first = Receive(); });
+  EXPECT_EQ(client->SendFds(fds, absl::Milliseconds(20)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  daemon.join();
+  EXPECT_EQ(client->unanswered_batches(), 1u);
+  EXPECT_TRUE(client->TakeStrayTokens().empty());  // no reply yet: nothing, and no blocking
+  Reply(first.header.sequence, 2);
+  std::vector<std::string> strays = client->TakeStrayTokens();
+  ASSERT_EQ(strays.size(), 2u);
+  EXPECT_EQ(strays[0], FdTokenToHex(TokenFor(first.header.sequence, 0)));
+  EXPECT_EQ(client->unanswered_batches(), 0u);
+
+  std::thread daemon2([&] { second = Receive(); });
+  EXPECT_EQ(client->SendFds(fds, absl::Milliseconds(20)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  daemon2.join();
+  ReplyError(second.header.sequence, static_cast<uint32_t>(absl::StatusCode::kInvalidArgument),
+             "refused");
+  EXPECT_TRUE(client->TakeStrayTokens().empty());
+  EXPECT_EQ(client->unanswered_batches(), 0u);
+  // Stray tokens given back are returned again.
+  client->KeepStrayTokens({"x"});
+  EXPECT_EQ(client->TakeStrayTokens(), std::vector<std::string>{"x"});
 }
 
 TEST_F(FdChannelClientTest, TokenCountMismatchIsDataLoss) {

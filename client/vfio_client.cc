@@ -454,7 +454,68 @@ absl::StatusOr<std::vector<std::string>> VfioClient::SendFds(absl::Span<const in
   if (fd_channel_ == nullptr) {
     return absl::FailedPreconditionError("SendFds: this client has no fd channel");
   }
-  return fd_channel_->SendFds(fds, timeout_);
+  // Late replies to batches that timed out earlier hold tokens: release them first.
+  absl::StatusOr<uint32_t> freed = ReleaseStrayFdTokens();
+  const bool late_replies_due = fd_channel_->unanswered_batches() > 0;
+  absl::StatusOr<std::vector<std::string>> tokens = fd_channel_->SendFds(fds, timeout_);
+  // A failed send leaves the tokens of its answered batches (and this send may have read late
+  // replies): release them, so that the daemon holds none of a failed send's fds.
+  freed = ReleaseStrayFdTokens();
+  if (tokens.status().code() == absl::StatusCode::kResourceExhausted && late_replies_due &&
+      freed.ok() && *freed > 0) {
+    tokens = fd_channel_->SendFds(fds, timeout_);
+    (void)ReleaseStrayFdTokens();
+  }
+  return tokens;
+}
+
+absl::StatusOr<uint32_t> VfioClient::ReleaseTokens(const std::vector<std::string>& tokens) {
+  v1::ReleaseFdTokensRequest request;
+  for (const std::string& token : tokens) request.add_fd_tokens(token);
+  absl::StatusOr<v1::ReleaseFdTokensResponse> response =
+      Call(NewContext(), stub_.get(), &v1::VfioDevice::Stub::ReleaseFdTokens, request);
+  if (!response.ok()) return response.status();
+  return response->released();
+}
+
+absl::StatusOr<uint32_t> VfioClient::ReleaseStrayFdTokens() {
+  if (fd_channel_ == nullptr) return 0u;
+  std::vector<std::string> strays = fd_channel_->TakeStrayTokens();
+  uint32_t released = 0;
+  for (size_t start = 0; start < strays.size();) {
+    const size_t n = std::min<size_t>(v1::kFdChannelMaxFdsPerMessage, strays.size() - start);
+    std::vector<std::string> chunk(strays.begin() + start, strays.begin() + start + n);
+    absl::StatusOr<uint32_t> done = ReleaseTokens(chunk);
+    if (!done.ok() && n > 1 &&
+        (done.status().code() == absl::StatusCode::kNotFound ||
+         done.status().code() == absl::StatusCode::kInvalidArgument)) {
+      // All or nothing on the daemon: one the daemon no longer holds (or a token limit below
+      // the chunk) refuses the chunk. One at a time instead.
+      done = 0u;
+      for (const std::string& token : chunk) {
+        absl::StatusOr<uint32_t> one = ReleaseTokens({token});
+        if (one.ok()) {
+          *done += *one;
+        } else if (one.status().code() != absl::StatusCode::kNotFound) {
+          done = one.status();
+          break;
+        }
+      }
+    }
+    if (!done.ok() && done.status().code() != absl::StatusCode::kNotFound) {
+      fd_channel_->KeepStrayTokens(std::vector<std::string>(strays.begin() + start, strays.end()));
+      return client::Annotate(done.status(), "ReleaseFdTokens");
+    }
+    if (done.ok()) released += *done;
+    start += n;
+  }
+  return released;
+}
+
+void VfioClient::ReleaseUnconsumed(std::vector<std::string> tokens) {
+  if (fd_channel_ == nullptr || tokens.empty()) return;
+  fd_channel_->KeepStrayTokens(std::move(tokens));
+  (void)ReleaseStrayFdTokens();
 }
 
 absl::StatusOr<UniqueFd> VfioClient::CreateSealedMemfd(const std::string& name, uint64_t size) {
@@ -476,7 +537,9 @@ absl::StatusOr<v1::RegisterMemoryResponse> VfioClient::RegisterMemory(int memfd,
   const int fds[] = {memfd};
   absl::StatusOr<std::vector<std::string>> tokens = SendFds(fds);
   if (!tokens.ok()) return client::Annotate(tokens.status(), "RegisterMemory");
-  return RegisterMemoryToken(tokens->front(), size);
+  absl::StatusOr<v1::RegisterMemoryResponse> registered = RegisterMemoryToken(tokens->front(), size);
+  if (!registered.ok()) ReleaseUnconsumed(*std::move(tokens));  // NOT_FOUND if it was consumed
+  return registered;
 }
 
 absl::StatusOr<v1::RegisterMemoryResponse> VfioClient::RegisterMemoryToken(
@@ -539,7 +602,9 @@ absl::Status VfioClient::SetIrqEventfds(v1::IrqIndex index, uint32_t start,
   v1::EventfdData* data = request.mutable_eventfds();
   size_t next = 0;
   for (int fd : eventfds) data->add_fd_tokens(fd >= 0 ? tokens[next++] : std::string());
-  return SetIrqs(request);
+  absl::Status status = SetIrqs(request);
+  if (!status.ok()) ReleaseUnconsumed(std::move(tokens));
+  return status;
 }
 
 absl::Status VfioClient::EnableIrqWatch(v1::IrqIndex index, uint32_t start, uint32_t count) {
@@ -573,7 +638,9 @@ absl::Status VfioClient::SetIntxResampleFd(int eventfd) {
   request.set_count(1);
   request.set_action(v1::IRQ_ACTION_UNMASK);
   request.mutable_eventfds()->add_fd_tokens(tokens->front());
-  return SetIrqs(request);
+  absl::Status status = SetIrqs(request);
+  if (!status.ok()) ReleaseUnconsumed(*std::move(tokens));
+  return status;
 }
 
 absl::Status VfioClient::DisableIrqs(v1::IrqIndex index) {

@@ -175,8 +175,23 @@ class VfioClient {
   // --- Fd passing, memory and DMA (owner) -----------------------------------------------------
 
   // Sends `fds` on the fd channel and returns their tokens (lowercase hex), in order. The
-  // caller keeps its fds. FAILED_PRECONDITION without an fd channel.
+  // caller keeps its fds. FAILED_PRECONDITION without an fd channel. All or none: when a send of
+  // several batches fails part way, the tokens the daemon gave for the earlier batches are
+  // released (ReleaseFdTokens) before the error returns, so the daemon holds none of this
+  // send's fds; the fds of a batch that timed out are released when its late reply is read
+  // (at the next SendFds, or ReleaseStrayFdTokens). A send refused with RESOURCE_EXHAUSTED is
+  // tried once more when releasing such late tokens freed room.
+  //
+  // Why not close and reopen the fd channel after a timeout (closing drops the channel's
+  // tokens daemon-side): closing a channel bound to the owner is an owner loss (every DMA
+  // mapping, IRQ and memory registration is torn down), and a spawned daemon's channel cannot
+  // be reopened at all.
   absl::StatusOr<std::vector<std::string>> SendFds(absl::Span<const int> fds);
+  // Releases the fd channel's stray tokens (FdChannelClient::TakeStrayTokens) with the
+  // ReleaseFdTokens RPC; tokens the daemon no longer holds (consumed, or dropped at an owner
+  // loss) are skipped. Returns how many fds the daemon closed. On an RPC failure other than
+  // NOT_FOUND the remaining tokens are kept for the next call.
+  absl::StatusOr<uint32_t> ReleaseStrayFdTokens();
 
   // A zero-filled memfd of `size` bytes (MFD_CLOEXEC | MFD_ALLOW_SEALING) with the seals
   // F_SEAL_SHRINK (RegisterMemory requires it), F_SEAL_GROW and F_SEAL_SEAL.
@@ -233,6 +248,11 @@ class VfioClient {
   // A context with the per-call deadline.
   std::unique_ptr<grpc::ClientContext> NewContext() const;
   absl::Status BindFdChannel();
+  // ReleaseFdTokens for `tokens` (at most v1::kFdChannelMaxFdsPerMessage).
+  absl::StatusOr<uint32_t> ReleaseTokens(const std::vector<std::string>& tokens);
+  // After a request that should have consumed `tokens` failed: releases whichever the daemon
+  // still holds (a request refused before it took its tokens leaves them).
+  void ReleaseUnconsumed(std::vector<std::string> tokens);
 
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::VfioDevice::Stub> stub_;

@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <algorithm>
+#include <fstream>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -314,6 +315,50 @@ struct Config {
   bool observer_bar_reads = false;
 };
 
+// The uid the kernel reports for a uid that is not mapped into the reader's user namespace
+// (SO_PEERCRED is translated into the reader's namespace when it is read).
+uid_t OverflowUid() {
+  std::ifstream file("/proc/sys/kernel/overflowuid");
+  unsigned long value = 0;
+  if (file >> value && value <= UINT32_MAX) return static_cast<uid_t>(value);
+  return 65534;  // the kernel's default
+}
+
+// Peer credentials are read (SO_PEERCRED) by the serving daemon. Without root the jail serves
+// from a user namespace that maps only the daemon's own uid: any other user's connection reads
+// as the overflow uid. So (1) the overflow uid is never allowed, whoever the daemon runs as (it
+// would admit every unmapped uid, root included), and (2) without root, under the jail, no uid
+// but the daemon's own can be allowed (it could never match): refused here, at start-up, with
+// the reason. An unprivileged process may map only its own uid (user_namespaces(7)); mapping
+// other users' uids needs privileges such a daemon lacks.
+absl::Status CheckPeerUidsAreVisible(bool jail, const std::vector<uid_t>& allowed,
+                                     const std::vector<uid_t>& owners) {
+  const uid_t overflow = OverflowUid();
+  const uid_t self = ::geteuid();
+  for (const auto& [flag, uids] : {std::pair<const char*, const std::vector<uid_t>*>{
+                                       "--allow-uid", &allowed},
+                                   {"--owner-uid", &owners}}) {
+    for (uid_t uid : *uids) {
+      if (uid == overflow) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            flag, ": uid ", uid, " is the kernel's overflow uid (/proc/sys/kernel/overflowuid): "
+            "a peer whose uid is not mapped into the daemon's user namespace reads as it, so "
+            "allowing it would admit every unmapped user, root included",
+            uid == self ? "; this daemon runs as that uid, so give --allow-uid explicitly" : ""));
+      }
+      if (jail && self != 0 && uid != self) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            flag, ": uid ", uid, " cannot be checked: without root, the jail serves from a user "
+            "namespace that maps only the daemon's own uid (", self, "), where uid ", uid,
+            "'s connections read as the overflow uid ", overflow,
+            " and can never match. Start vfiod as root (--uid/--gid then choose the serving "
+            "user) or allow only uid ", self));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Config> ParseConfig(ActivatedSockets activated) {
   Config config;
   if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &config.log_level)) {
@@ -370,6 +415,8 @@ absl::StatusOr<Config> ParseConfig(ActivatedSockets activated) {
                          ParseUids(absl::GetFlag(FLAGS_owner_uid), "owner-uid"));
   if (config.sessions.owner_uids.empty()) config.sessions.owner_uids = transport.allowed_uids;
   config.sessions.max_fd_tokens = absl::GetFlag(FLAGS_max_fd_tokens);
+  VFIOD_RETURN_IF_ERROR(CheckPeerUidsAreVisible(config.sandbox.jail, transport.allowed_uids,
+                                                config.sessions.owner_uids));
 
   DeviceLimits& limits = config.limits;
   limits.max_memory_bytes = absl::GetFlag(FLAGS_max_memory_bytes);

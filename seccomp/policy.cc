@@ -66,11 +66,42 @@ Rule Fail(int nr, const char* name, int error, const char* why) {
 }
 #define VFIOD_SYS(name) SCMP_SYS(name), #name
 
+// close: connections, received fds, eventfds, duplicates; never a fixed fd below
+// kFirstOtherKeptFd (/dev/null on 0 and 1, the log on 2, the VFIO container, group and device on
+// 3, 4 and 5, or /dev/null placeholders there with a simulated device). The ioctl and
+// pread/pwrite rules name those numbers, so freeing one would let a later fd land on it (a
+// received fd, an accepted connection, an eventfd: the kernel picks the lowest free number):
+// e.g. the device fd sent out and received back onto 3, where the container's MAP_DMA rule lets
+// VFIO_DEVICE_PCI_HOT_RESET through. Nothing else frees or renumbers an fd: close_range, dup2,
+// dup3 and F_DUPFD are not allowed, F_DUPFD_CLOEXEC only with minimum kFixedFdLimit.
+//
+// The fd is an int: the kernel ignores the upper 32 bits, so only the low 32 are compared.
+// libseccomp 2.5.4 has no masked ordering (a 64-bit GE lets garbage in the upper half through),
+// and it refuses a conditional kill rule next to the default kill action (EACCES) and drops any
+// conditional rule for a syscall that also has an unconditional one, so "allow close, kill
+// close(3)" cannot be written. Instead close is allowed only when the low 32 bits are at least
+// kFirstOtherKeptFd, written as masked equalities: one of bits 3..31 set (one rule per bit), or
+// exactly 6 or 7. Everything else (0..5, whatever the upper half) takes the default action.
+// policy_bpf_test checks every fd from 0 to 1023 with and without garbage in the upper half.
+std::vector<Rule>* WithCloseRules(std::vector<Rule>* rules) {
+  static_assert(kFirstOtherKeptFd == 6, "the masks below spell 'at least 6'");
+  for (int bit = 3; bit < 32; ++bit) {
+    const uint64_t mask = uint64_t{1} << bit;
+    rules->push_back(Allow(SCMP_SYS(close), "close",
+                          "connections, received fds, eventfds; never the fixed fds 0..5",
+                          {scmp_arg_cmp{0, SCMP_CMP_MASKED_EQ, mask, mask}}));
+  }
+  rules->push_back(Allow(SCMP_SYS(close), "close",
+                         "connections, received fds, eventfds; never the fixed fds 0..5",
+                         {scmp_arg_cmp{0, SCMP_CMP_MASKED_EQ, 0xfffffffeu, 6}}));
+  return rules;
+}
+
 // The policy. One rule per line (or per argument case); the reason says who needs it while
 // serving. Anything not here kills the process. Keep in sync with seccomp/vfiod.pfc (the test
 // //seccomp:policy_golden_test fails otherwise) and README.md.
 const std::vector<Rule>& Rules() {
-  static const auto* const rules = new std::vector<Rule>{
+  static const std::vector<Rule>* const rules = WithCloseRules(new std::vector<Rule>{
       // ---- memory
       Allow(VFIOD_SYS(brk), "malloc's main arena"),
       Allow(VFIOD_SYS(mmap), "malloc arenas, thread stacks, registered guest memory; never exec",
@@ -125,7 +156,6 @@ const std::vector<Rule>& Rules() {
             {Low32Is(0, kVfioDeviceFd)}),
       Allow(VFIOD_SYS(pwrite64), "config space and BARs: the VFIO device fd only",
             {Low32Is(0, kVfioDeviceFd)}),
-      Allow(VFIOD_SYS(close), "connections, received fds, eventfds"),
       Allow(VFIOD_SYS(fstat), "checks of received fds (memfd size, eventfd kind)"),
       Allow(VFIOD_SYS(newfstatat), "fstat in glibc 2.36; path lookups find nothing in the jail"),
       Allow(VFIOD_SYS(fcntl), "accepted connections' file status flags are read before a change",
@@ -175,7 +205,7 @@ const std::vector<Rule>& Rules() {
       // (the daemon's root is empty); with --jail=off they stay, and the next daemon replaces
       // them as stale.
       Fail(VFIOD_SYS(unlink), EPERM, "socket files are the launcher's to remove"),
-  };
+  });
   return *rules;
 }
 

@@ -180,14 +180,14 @@ const std::set<int> kUnconditional = {
     SYS_sched_getscheduler, SYS_getpid, SYS_gettid, SYS_rt_sigprocmask, SYS_rt_sigreturn,
     SYS_restart_syscall, SYS_clock_gettime, SYS_gettimeofday, SYS_clock_nanosleep,
     SYS_nanosleep, SYS_epoll_create1, SYS_epoll_ctl, SYS_epoll_wait, SYS_epoll_pwait, SYS_poll,
-    SYS_ppoll, SYS_eventfd2, SYS_read, SYS_write, SYS_close, SYS_fstat, SYS_newfstatat,
+    SYS_ppoll, SYS_eventfd2, SYS_read, SYS_write, SYS_fstat, SYS_newfstatat,
     SYS_getrandom, SYS_uname, SYS_accept4, SYS_recvmsg, SYS_sendmsg, SYS_shutdown,
     SYS_setsockopt, SYS_getsockname, SYS_getpeername};
 // Allowed only with some arguments (edge cases below).
 const std::set<int> kConditional = {SYS_mmap,    SYS_mprotect,  SYS_clone,   SYS_tgkill,
                                     SYS_prctl,   SYS_pread64,   SYS_pwrite64, SYS_preadv2,
                                     SYS_fcntl,   SYS_ioctl,     SYS_getsockopt,
-                                    SYS_prlimit64};
+                                    SYS_prlimit64, SYS_close};
 const std::map<int, int> kErrno = {
     {SYS_clone3, ENOSYS}, {SYS_open, ENOENT}, {SYS_openat, ENOENT}, {SYS_unlink, EPERM}};
 
@@ -226,7 +226,7 @@ TEST_F(PolicyBpfTest, NamedDangerousCallsKill) {
                  SYS_rt_sigaction, SYS_memfd_create, SYS_open_by_handle_at, SYS_openat2,
                  SYS_unlinkat, SYS_rename, SYS_seccomp, SYS_bpf, SYS_perf_event_open,
                  SYS_setuid, SYS_capset, SYS_signalfd4, SYS_pipe2, SYS_mknod, SYS_keyctl,
-                 SYS_userfaultfd, SYS_io_uring_setup, SYS_sendto, SYS_recvfrom}) {
+                 SYS_userfaultfd, SYS_io_uring_setup, SYS_sendto, SYS_recvfrom, SYS_close_range}) {
     EXPECT_EQ(Eval(nr), kKill) << "syscall " << nr;
   }
 }
@@ -277,6 +277,38 @@ TEST_F(PolicyBpfTest, VfioIoctlsOnlyOnTheirFd) {
     for (uint64_t fd : {0, 1, 2, 3, 4, 5, 6, 16}) {
       EXPECT_EQ(Eval(SYS_ioctl, {fd, request}), kKill) << fd << " " << request;
     }
+  }
+}
+
+// The fixed fds (0..5: /dev/null, the log, the VFIO container, group and device) can never be
+// freed, so no other fd (a received one, say the device fd sent out and back) can take their
+// numbers, which the ioctl and pread/pwrite rules trust. The kernel reads the fd as an int:
+// the upper 32 bits can neither hide a fixed fd nor kill a legitimate close.
+TEST_F(PolicyBpfTest, CloseNeverFreesAFixedFd) {
+  const uint64_t garbage = 0xdeadbeefull << 32;
+  for (uint64_t fd = 0; fd < 1024; ++fd) {
+    const uint32_t expected = fd < static_cast<uint64_t>(kFirstOtherKeptFd) ? kKill : kAllow;
+    EXPECT_EQ(Eval(SYS_close, {fd}), expected) << "close(" << fd << ")";
+    EXPECT_EQ(Eval(SYS_close, {garbage | fd}), expected) << "close(garbage | " << fd << ")";
+    EXPECT_EQ(Eval(SYS_close, {(uint64_t{1} << 32) | fd}), expected) << "close(2^32 | " << fd << ")";
+  }
+  EXPECT_EQ(Eval(SYS_close, {kVfioContainerFd}), kKill);
+  EXPECT_EQ(Eval(SYS_close, {kVfioDeviceFd}), kKill);
+  EXPECT_EQ(Eval(SYS_close, {0xffffffff00000003ull}), kKill);
+  EXPECT_EQ(Eval(SYS_close, {16}), kAllow);
+  EXPECT_EQ(Eval(SYS_close, {0xffffffff00000010ull}), kAllow);
+  // Large and negative ints (EBADF in the kernel) are harmless and allowed.
+  for (uint64_t fd : {uint64_t{0x7fffffff}, uint64_t{0x80000000}, uint64_t{0xffffffff},
+                      ~uint64_t{0}, uint64_t{1} << 20}) {
+    EXPECT_EQ(Eval(SYS_close, {fd}), kAllow) << fd;
+  }
+  // Nothing else frees or renumbers a fixed fd.
+  EXPECT_EQ(Eval(SYS_close_range, {0, ~0u, 0}), kKill);
+  EXPECT_EQ(Eval(SYS_close_range, {16, ~0u, 0}), kKill);
+  for (uint64_t fd : {0, 3, 4, 5, 16}) {
+    EXPECT_EQ(Eval(SYS_dup2, {16, fd}), kKill) << fd;
+    EXPECT_EQ(Eval(SYS_dup3, {16, fd, O_CLOEXEC}), kKill) << fd;
+    EXPECT_EQ(Eval(SYS_fcntl, {16, F_DUPFD, fd}), kKill) << fd;
   }
 }
 

@@ -202,6 +202,26 @@ TEST_F(PolicyKernelTest, AllowedCallsLive) {
          uint64_t v;
          return ::pread(kVfioDeviceFd, &v, 8, 0) == -1;  // an eventfd: ESPIPE, but alive
        }},
+      {"close(16)",
+       [] {
+         const int fd = ::fcntl(0, F_DUPFD_CLOEXEC, kFixedFdLimit);  // 16 unless the test has it
+         return fd >= kFixedFdLimit && ::close(fd) == 0;
+       }},
+      {"close(16) with garbage in the upper 32 bits",
+       [] {
+         const int fd = ::fcntl(0, F_DUPFD_CLOEXEC, kFixedFdLimit);
+         return fd >= kFixedFdLimit &&
+                Raw(SYS_close, (uint64_t{0xdeadbeef} << 32) | static_cast<uint32_t>(fd)) == 0 &&
+                ::fcntl(fd, F_GETFD) == -1 && errno == EBADF;
+       }},
+      {"close(6), the first number above the fixed fds",
+       [] {
+         // The child's fds 0..5 are open, so the eventfd takes 6 unless the test holds it.
+         const int fd = ::eventfd(0, EFD_CLOEXEC);
+         return fd >= kFirstOtherKeptFd && ::close(fd) == 0;
+       }},
+      {"close of a number never opened (EBADF)",
+       [] { return ::close(1000) == -1 && errno == EBADF; }},
       {"prctl PR_SET_NAME", [] { return ::prctl(PR_SET_NAME, "worker", 0, 0, 0) == 0; }},
       {"clock_gettime, nanosleep",
        [] {
@@ -226,6 +246,14 @@ std::vector<Case> ForbiddenCases() {
       {"dup", [] { return ::dup(0) >= 0; }},
       {"dup2 onto the device fd", [] { return ::dup2(0, kVfioDeviceFd) >= 0; }},
       {"dup3", [] { return ::dup3(0, 20, O_CLOEXEC) >= 0; }},
+      {"close(3), the container's number", [] { return ::close(kVfioContainerFd) == 0; }},
+      {"close(5), the device's number", [] { return ::close(kVfioDeviceFd) == 0; }},
+      {"close(0)", [] { return ::close(0) == 0; }},
+      {"close(2), the log", [] { return ::close(2) == 0; }},
+      {"close(3) with garbage in the upper 32 bits",
+       [] { return Raw(SYS_close, (uint64_t{0xdeadbeef} << 32) | kVfioContainerFd) == 0; }},
+      {"close_range above the fixed fds", [] { return Raw(SYS_close_range, 16, ~0u, 0) == 0; }},
+      {"dup2 onto the container fd", [] { return ::dup2(kVfioDeviceFd, kVfioContainerFd) >= 0; }},
       {"fcntl F_DUPFD", [] { return ::fcntl(0, F_DUPFD, kFixedFdLimit) >= 0; }},
       {"fcntl F_DUPFD_CLOEXEC onto the fixed range", [] { return ::fcntl(0, F_DUPFD_CLOEXEC, 3) >= 0; }},
       {"fcntl F_DUPFD_CLOEXEC low minimum hidden under high bits",

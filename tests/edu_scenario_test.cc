@@ -152,6 +152,12 @@ TEST_F(EduScenarioTest, DescribesTheEduDevice) {
   EXPECT_EQ(info_.irqs(0).count(), 1u);
   EXPECT_TRUE(info_.irqs(0).automasked());
   EXPECT_EQ(info_.irqs(1).count(), 1u);
+  // MSI masking is emulated by vfiod (the kernel cannot mask MSI): reported as maskable.
+  EXPECT_EQ(info_.irqs(1).index(), IRQ_INDEX_MSI);
+  EXPECT_TRUE(info_.irqs(1).maskable());
+  EXPECT_TRUE(info_.irqs(1).mask_emulated());
+  EXPECT_TRUE(info_.irqs(0).maskable());
+  EXPECT_FALSE(info_.irqs(0).mask_emulated());
   EXPECT_NE(info_.iommu().page_size_bitmap() & 0x1000, 0u);
   EXPECT_GT(info_.iommu().usable_ranges_size(), 0);
   // Config space agrees with the description.
@@ -215,6 +221,40 @@ TEST_F(EduScenarioTest, MsiThroughAnEventfdToken) {
   EXPECT_EQ(Read32(kIrqStatus), 0x1u);
   Write32(kIrqAck, 0x1);
   EXPECT_EQ(Read32(kIrqStatus), 0x0u);
+  ASSERT_TRUE(owner_->DisableIrqs(IRQ_INDEX_MSI).ok());
+  ::close(efd);
+}
+
+// A masked MSI vector holds its interrupt as pending (exported in GetState) and delivers it at
+// the unmask.
+TEST_F(EduScenarioTest, MaskedMsiIsPendingUntilUnmasked) {
+  SetBusMaster(true);
+  int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_GE(efd, 0);
+  ASSERT_TRUE(owner_->SetIrqEventfds(IRQ_INDEX_MSI, 0, {efd}).ok());
+  ASSERT_TRUE(owner_->SetIrqAction(IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_MASK).ok());
+  auto msi_vector = [&]() -> v1::IrqVectorState {
+    absl::StatusOr<v1::DeviceState> state = observer_->GetState();
+    EXPECT_TRUE(state.ok());
+    for (const v1::IrqIndexState& index : state->irqs()) {
+      if (index.index() == IRQ_INDEX_MSI && index.vectors_size() > 0) return index.vectors(0);
+    }
+    return v1::IrqVectorState();
+  };
+  EXPECT_FALSE(msi_vector().pending());
+  Write32(kIrqRaise, 0x1);
+  EXPECT_FALSE(EventfdFires(efd, absl::Milliseconds(200)));
+  bool pending = false;
+  for (int i = 0; i < 100 && !pending; ++i) {
+    pending = msi_vector().pending();
+    if (!pending) absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_TRUE(pending);
+  EXPECT_TRUE(msi_vector().masked());
+  ASSERT_TRUE(owner_->SetIrqAction(IRQ_INDEX_MSI, 0, 1, v1::IRQ_ACTION_UNMASK).ok());
+  EXPECT_TRUE(EventfdFires(efd, kIrqTimeout));
+  EXPECT_FALSE(msi_vector().pending());
+  Write32(kIrqAck, 0x1);
   ASSERT_TRUE(owner_->DisableIrqs(IRQ_INDEX_MSI).ok());
   ::close(efd);
 }

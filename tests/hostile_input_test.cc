@@ -2,6 +2,7 @@
 // (config, regions, memory and DMA, IRQs, protocol). Each case asserts the exact gRPC code and
 // that the device state did not change.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -115,10 +116,27 @@ TEST_F(HostileInputTest, Regions) {
             StatusCode::kOutOfRange);
   EXPECT_EQ(owner_->WriteRegion(0, 0, "").code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(owner_->ReadRegion(0, 0, 1 << 20).status().code(), StatusCode::kInvalidArgument);
-  // Config space is not reachable as a region (it has its own validated calls).
-  EXPECT_EQ(owner_->ReadRegion(7, 0, 4).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(owner_->WriteRegion(7, 4, std::string(2, '\0')).code(),
-            StatusCode::kInvalidArgument);
+  // Config space as region 7 (listed readable and writable, as kernel VFIO serves it): config
+  // accesses under ReadConfig's and WriteConfig's rules.
+  absl::StatusOr<std::string> ids = owner_->ReadRegion(7, 0, 4);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(*ids, std::string("\x34\x12\xe8\x11", 4));
+  absl::StatusOr<std::string> odd = owner_->ReadRegion(7, 1, 6);  // 1 + 2 + 1 + 2 bytes
+  ASSERT_TRUE(odd.ok()) << odd.status();
+  absl::StatusOr<std::string> dump = owner_->DumpConfig(0, 8);
+  ASSERT_TRUE(dump.ok());
+  EXPECT_EQ(*odd, dump->substr(1, 6));
+  EXPECT_EQ(owner_->ReadRegion(7, 0, 0).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(owner_->ReadRegion(7, 254, 4).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(owner_->ReadRegion(7, 0xfffffffffffffffeull, 4).status().code(),
+            StatusCode::kOutOfRange);
+  EXPECT_EQ(owner_->WriteRegion(7, 256, "ab").code(), StatusCode::kOutOfRange);
+  ExpectUnchanged();
+  // A write is a config write: the same bytes back leave everything as it was.
+  absl::StatusOr<std::string> command_bytes = owner_->ReadRegion(7, 4, 2);
+  ASSERT_TRUE(command_bytes.ok());
+  EXPECT_TRUE(owner_->WriteRegion(7, 4, *command_bytes).ok());
+  EXPECT_EQ(*owner_->ReadRegion(7, 4, 2), *command_bytes);
   ExpectUnchanged();
   // Memory decode off: BAR access fails (the kernel's EIO), nothing else changes.
   uint32_t command = *owner_->ReadConfig(0x04, 2);
@@ -207,6 +225,70 @@ TEST_F(HostileInputTest, UnusedFdsAreBoundedAndTheLimitIsReported) {
   EXPECT_TRUE(owner_->SendFds({efd}).ok());
   ::close(efd);
   ASSERT_TRUE(owner_->DisableIrqs(v1::IRQ_INDEX_MSI).ok());
+  ExpectUnchanged();
+}
+
+// A send of several batches that fails part way (the fifth batch of 16 passes the 64-token
+// limit) leaves no fd in the daemon: the client releases the tokens of the batches that went
+// through. The fds are the write end of a pipe, so the read end sees end of file exactly when
+// nobody, the daemon included, holds it any more.
+TEST_F(HostileInputTest, AFailedMultiBatchSendLeavesNoFdInTheDaemon) {
+  absl::StatusOr<v1::DeviceInfo> info = owner_->GetDeviceInfo();
+  ASSERT_TRUE(info.ok());
+  const uint32_t limit = info->limits().max_fd_tokens();
+  ASSERT_EQ(limit, 64u);
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  client::UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+  std::vector<int> fds(limit + 6, write_end.get());  // batches of 16: 64 accepted, then refused
+  EXPECT_EQ(owner_->SendFds(fds).status().code(), StatusCode::kResourceExhausted);
+  write_end.Reset();
+  struct pollfd wait = {read_end.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&wait, 1, 5000), 1) << "the daemon still holds the write end";
+  char byte;
+  EXPECT_EQ(::read(read_end.get(), &byte, 1), 0);
+  // The whole token limit is free again.
+  int efd = ::eventfd(0, EFD_CLOEXEC);
+  ASSERT_GE(efd, 0);
+  absl::StatusOr<std::vector<std::string>> tokens = owner_->SendFds(std::vector<int>(limit, efd));
+  EXPECT_TRUE(tokens.ok()) << tokens.status();
+  ::close(efd);
+  ExpectUnchanged();
+}
+
+// ReleaseFdTokens: all or nothing, strict about its tokens, and only for the caller's own.
+TEST_F(HostileInputTest, ReleaseFdTokens) {
+  int efd = ::eventfd(0, EFD_CLOEXEC);
+  ASSERT_GE(efd, 0);
+  absl::StatusOr<std::vector<std::string>> tokens = owner_->SendFds({efd, efd});
+  ::close(efd);
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  auto release = [&](VfioClient* client, std::vector<std::string> names) {
+    v1::ReleaseFdTokensRequest request;
+    for (const std::string& name : names) request.add_fd_tokens(name);
+    v1::ReleaseFdTokensResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    grpc::Status status = client->stub()->ReleaseFdTokens(&context, request, &response);
+    return std::make_pair(status.error_code(), response.released());
+  };
+  const std::string unknown(v1::kFdTokenHexLength, 'a');
+  EXPECT_EQ(release(owner_.get(), {}).first, grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(release(owner_.get(), {""}).first, grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(release(owner_.get(), {"xyz"}).first, grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(release(owner_.get(), {(*tokens)[0], (*tokens)[0]}).first,
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(release(owner_.get(), std::vector<std::string>(65, unknown)).first,
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // One unknown token: nothing is released.
+  EXPECT_EQ(release(owner_.get(), {(*tokens)[0], unknown}).first, grpc::StatusCode::NOT_FOUND);
+  // Another session cannot release them.
+  absl::StatusOr<std::unique_ptr<VfioClient>> other = VfioClient::Connect(daemon_->socket_path());
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(release(other->get(), {(*tokens)[0]}).first, grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(release(owner_.get(), *tokens), std::make_pair(grpc::StatusCode::OK, 2u));
+  // Released means gone.
+  EXPECT_EQ(release(owner_.get(), {(*tokens)[1]}).first, grpc::StatusCode::NOT_FOUND);
   ExpectUnchanged();
 }
 

@@ -171,7 +171,9 @@ class DeviceBackend {
 
   // The fds a backend holds from creation on and needs while serving, by role: the jail moves
   // each to the fixed number the seccomp policy names for that role (seccomp/fd_layout.h) and
-  // updates the UniqueFd in place; every fd not kept is closed. Null: the backend has none.
+  // updates the UniqueFd in place; every fd not kept is closed. Null: the backend has none. The
+  // policy forbids closing those numbers: from this call on, the backend must never close them
+  // (not even when destroyed; the kernel closes them at exit).
   // Called once, before Start(), with no other thread using the backend.
   struct JailFds {
     UniqueFd* vfio_container = nullptr;

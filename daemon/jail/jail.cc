@@ -347,9 +347,16 @@ absl::Status PinFds(const std::vector<KeptFd>& kept) {
   if (::fcntl(seccomp::kLogFd, F_GETFD) < 0 && ::dup2(null, seccomp::kLogFd) < 0) {
     return StepError("pin fds: dup2(/dev/null, 2)");
   }
-  if (null > seccomp::kLogFd && numbers.count(null) == 0) ::close(null);
-  for (int fd = STDERR_FILENO + 1; fd < kFixedFdLimit; ++fd) {
-    if (numbers.count(fd) == 0) ::close(fd);
+  // The policy never lets the serving daemon close 0..kFirstOtherKeptFd-1, and trusts those
+  // numbers: the VFIO numbers a backend does not use (a simulated device) hold /dev/null, so no
+  // later fd (connection, eventfd, received fd) lands on them either.
+  for (int fd = seccomp::kLogFd + 1; fd < seccomp::kFirstOtherKeptFd; ++fd) {
+    if (numbers.count(fd) == 0 && null != fd && ::dup2(null, fd) < 0) {
+      return StepError(absl::StrCat("pin fds: dup2(/dev/null, ", fd, ")"));
+    }
+  }
+  for (int fd = seccomp::kFirstOtherKeptFd; fd < kFixedFdLimit; ++fd) {
+    if (numbers.count(fd) == 0) ::close(fd);  // `null` itself, if it landed here
   }
   CloseRange(kFixedFdLimit, ~0U);
   return absl::OkStatus();

@@ -3,7 +3,9 @@
 // is a status naming the step and keeping the errno):
 //
 //   PinFds     every kept fd moved to its fixed number (seccomp/fd_layout.h) in place; 0 and 1
-//              on /dev/null, 2 kept for the log; every other fd closed (close_range).
+//              on /dev/null, 2 kept for the log, the unused VFIO numbers among 3..5 on /dev/null
+//              (the policy never lets 0..5 be closed, so no later fd can take those numbers);
+//              every other fd closed (close_range).
 //   Enter:
 //     1. single-threaded check: unshare and fork below need it (FAILED_PRECONDITION).
 //     2. a user namespace when not root (uid and gid mapped to themselves), then a pid

@@ -836,6 +836,7 @@ std::vector<IrqIndexState> IrqManager::State() const {
       vs.vector = v;
       vs.trigger = vector.trigger;
       vs.masked = vector.masked;
+      vs.pending = vector.pending;
       vs.unmask_eventfd = v == 0 && index.unmask_eventfd.has_value();
       vs.delivered = vector.delivered;
       state.vectors.push_back(vs);

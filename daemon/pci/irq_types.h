@@ -26,11 +26,26 @@ struct IrqRequest {
   std::vector<std::optional<EventFd>> eventfds;  // kEventfd: exactly `count`; nullopt = remove
 };
 
+// Maskable only because the IrqManager emulates it: MSI and MSI-X with vectors, without the
+// backend's VFIO_IRQ_INFO_MASKABLE (the kernel cannot mask them).
+inline bool IrqMaskEmulated(const IrqInfo& info) {
+  return !info.maskable && info.count > 0 &&
+         (info.index == IrqIndex::kMsi || info.index == IrqIndex::kMsix);
+}
+// Whether MASK/UNMASK work on `info`'s index as clients see it: the backend's flag (INTx on
+// Linux) or the emulation. DeviceInfo and vfio-user's DEVICE_GET_IRQ_INFO report this.
+inline bool IrqIndexMaskable(const IrqInfo& info) {
+  return info.maskable || IrqMaskEmulated(info);
+}
+
 struct IrqVectorState {
   enum class Trigger { kNone, kClientEventfd, kWatch };
   uint32_t vector = 0;
   Trigger trigger = Trigger::kNone;
   bool masked = false;
+  // MSI/MSI-X: an interrupt arrived while the vector was masked (the emulated pending bit; it
+  // is delivered, and cleared, at the unmask).
+  bool pending = false;
   bool unmask_eventfd = false;
   uint64_t delivered = 0;
 };

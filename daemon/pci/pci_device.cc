@@ -26,8 +26,11 @@ absl::Status Annotate(const absl::Status& status, absl::string_view prefix) {
 }  // namespace
 
 // Lock order: device_mu, then the DmaSpace's and the IrqManager's own locks. device_mu is
-// shared by config/region reads and exclusive for config/region writes, SET_IRQS, reset and
-// owner-loss cleanup, so that a reset never interleaves with an access or an IRQ change.
+// shared by config reads and by BAR/ROM reads and writes, and exclusive for config writes (which
+// can turn decode or bus mastering off), SET_IRQS, reset and owner-loss cleanup, so that a reset
+// never interleaves with an access or an IRQ change. BAR writes share it with each other, as
+// vCPUs' doorbell writes go to the device in parallel under kernel VFIO (the backends serialise
+// what they must themselves: the kernel, the simulated device's own mutex).
 struct PciDevice::State {
   // Declared first so that it is destroyed last: dma and irqs call it until they are gone.
   std::unique_ptr<DeviceBackend> backend;
@@ -201,7 +204,7 @@ absl::Status PciDevice::WriteRegion(uint32_t index, uint64_t offset,
   State& s = *state_;
   VFIOD_RETURN_IF_ERROR(
       s.CheckRegionAccess("WriteRegion", index, offset, data.size(), /*write=*/true).status());
-  absl::WriterMutexLock lock(&s.device_mu);
+  absl::ReaderMutexLock lock(&s.device_mu);
   return Annotate(s.backend->WriteRegion(index, offset, data),
                   absl::StrCat("WriteRegion: region ", index, " offset ", Hex(offset)));
 }
@@ -238,8 +241,9 @@ absl::Status PciDevice::Reset() {
     return absl::FailedPreconditionError(
         absl::StrCat("Reset: device ", s.description.backend.name, " does not support reset"));
   }
+  // As VFIO_DEVICE_RESET in Linux 6.1: the interrupt configuration stays (a VMM disables its
+  // interrupts itself before a reset, as QEMU's vfio_pci_pre_reset does).
   absl::WriterMutexLock lock(&s.device_mu);
-  s.irqs->DisableAll();
   return Annotate(s.backend->Reset(), "Reset");
 }
 

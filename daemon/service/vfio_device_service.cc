@@ -1,5 +1,7 @@
 #include "daemon/service/vfio_device_service.h"
 
+#include <algorithm>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,7 +18,7 @@ constexpr absl::string_view kMethodNames[] = {
     "GetDeviceInfo", "ReadConfig",     "WriteConfig",      "DumpConfig",    "ReadRegion",
     "WriteRegion",   "RegisterMemory", "UnregisterMemory", "MapDma",        "UnmapDma",
     "SetIrqs",       "WatchIrqs",      "Reset",            "GetState",      "ClaimOwnership",
-    "ReleaseOwnership", "BindFdChannel",
+    "ReleaseOwnership", "BindFdChannel", "ReleaseFdTokens",
 };
 static_assert(sizeof(kMethodNames) / sizeof(kMethodNames[0]) ==
               VfioDeviceService::kMethodCount);
@@ -130,7 +132,8 @@ v1::DeviceInfo BuildDeviceInfo(const DeviceDescription& description, const Devic
     out->set_index(ToProto(irq.index));
     out->set_count(irq.count);
     out->set_eventfd(irq.eventfd);
-    out->set_maskable(irq.maskable);
+    out->set_maskable(IrqIndexMaskable(irq));
+    out->set_mask_emulated(IrqMaskEmulated(irq));
     out->set_automasked(irq.automasked);
     out->set_noresize(irq.noresize);
   }
@@ -241,9 +244,66 @@ grpc::Status VfioDeviceService::DumpConfig(grpc::ServerContext* context,
   return Finish(kDumpConfig, status);
 }
 
+// Region 7 (config space) through ReadRegion/WriteRegion, as kernel VFIO serves it: the range
+// becomes naturally aligned 4/2/1-byte config accesses (ReadConfig's and WriteConfig's rules and
+// roles), so the region DeviceInfo lists as readable and writable is.
+absl::Status VfioDeviceService::CheckConfigRange(absl::string_view operation, uint64_t offset,
+                                                 uint64_t size) const {
+  const uint64_t limit = device_->limits().max_region_access_bytes;
+  if (size == 0 || size > limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(operation, ": size ", size, " is not between 1 and ", limit, " bytes"));
+  }
+  const uint64_t config_size = device_->description().config_size;
+  if (offset > config_size || size > config_size - offset) {
+    return absl::OutOfRangeError(absl::StrCat(operation, ": offset ", offset, " + size ", size,
+                                              " is beyond config space (region ",
+                                              kConfigRegionIndex, ") of ", config_size,
+                                              " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+// The next naturally aligned access at `at` with `left` bytes to go: 4, 2 or 1.
+uint32_t ConfigChunk(uint64_t at, uint64_t left) {
+  return (at % 4 == 0 && left >= 4) ? 4 : (at % 2 == 0 && left >= 2) ? 2 : 1;
+}
+}  // namespace
+
+absl::Status VfioDeviceService::ReadConfigRegion(uint64_t offset, uint64_t size,
+                                                 std::string* out) {
+  VFIOD_RETURN_IF_ERROR(CheckConfigRange("ReadRegion", offset, size));
+  out->resize(size);
+  for (uint64_t done = 0; done < size;) {
+    const uint32_t n = ConfigChunk(offset + done, size - done);
+    VFIOD_ASSIGN_OR_RETURN(uint32_t value,
+                           device_->ReadConfig(static_cast<uint32_t>(offset + done), n));
+    std::memcpy(out->data() + done, &value, n);  // little-endian host
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VfioDeviceService::WriteConfigRegion(uint64_t offset, absl::string_view data) {
+  VFIOD_RETURN_IF_ERROR(CheckConfigRange("WriteRegion", offset, data.size()));
+  for (uint64_t done = 0; done < data.size();) {
+    const uint32_t n = ConfigChunk(offset + done, data.size() - done);
+    uint32_t value = 0;
+    std::memcpy(&value, data.data() + done, n);
+    VFIOD_RETURN_IF_ERROR(device_->WriteConfig(static_cast<uint32_t>(offset + done), n, value));
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status VfioDeviceService::DoReadRegion(ConnectionId caller,
                                              const v1::ReadRegionRequest& request,
                                              v1::ReadRegionResponse* response) {
+  if (request.index() == kConfigRegionIndex) {
+    // Any role, as ReadConfig.
+    return ReadConfigRegion(request.offset(), request.size(), response->mutable_data());
+  }
   std::optional<SessionManager::OwnerScope> owner;
   if (!options_.observer_bar_reads) {
     VFIOD_ASSIGN_OR_RETURN(SessionManager::OwnerScope scope,
@@ -275,6 +335,7 @@ grpc::Status VfioDeviceService::WriteRegion(grpc::ServerContext* context,
     VFIOD_ASSIGN_OR_RETURN(SessionManager::OwnerScope owner,
                            sessions_->AcquireOwner(caller, "WriteRegion"));
     const std::string& data = request->data();
+    if (request->index() == kConfigRegionIndex) return WriteConfigRegion(request->offset(), data);
     return device_->WriteRegion(
         request->index(), request->offset(),
         absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
@@ -508,6 +569,7 @@ void VfioDeviceService::FillState(ConnectionId caller, v1::DeviceState* state) c
       vector_out->set_vector(vector.vector);
       vector_out->set_trigger(ToProto(vector.trigger));
       vector_out->set_masked(vector.masked);
+      vector_out->set_pending(vector.pending);
       vector_out->set_unmask_eventfd(vector.unmask_eventfd);
       vector_out->set_delivered(vector.delivered);
     }
@@ -572,6 +634,30 @@ grpc::Status VfioDeviceService::BindFdChannel(grpc::ServerContext* context,
     return sessions_->BindFdChannel(caller, request->channel_key());
   }();
   return Finish(kBindFdChannel, status);
+}
+
+grpc::Status VfioDeviceService::ReleaseFdTokens(grpc::ServerContext* context,
+                                                const v1::ReleaseFdTokensRequest* request,
+                                                v1::ReleaseFdTokensResponse* response) {
+  absl::Status status = [&]() -> absl::Status {
+    VFIOD_ASSIGN_OR_RETURN(ConnectionId caller, Caller(context, "ReleaseFdTokens"));
+    const auto& tokens = request->fd_tokens();
+    const uint64_t limit = std::max<uint64_t>(options_.max_fd_tokens, 1);
+    if (tokens.empty() || static_cast<uint64_t>(tokens.size()) > limit) {
+      return absl::InvalidArgumentError(absl::StrCat("ReleaseFdTokens: ", tokens.size(),
+                                                     " tokens; 1..", limit, " per request"));
+    }
+    std::vector<absl::string_view> hex(tokens.begin(), tokens.end());
+    for (absl::string_view token : hex) {
+      // TakeFds reads "" as "no fd"; here every entry must name one.
+      if (token.empty()) return absl::InvalidArgumentError("ReleaseFdTokens: an empty token");
+    }
+    VFIOD_ASSIGN_OR_RETURN(std::vector<std::optional<UniqueFd>> fds,
+                           sessions_->TakeFds(caller, hex, "ReleaseFdTokens"));
+    response->set_released(static_cast<uint32_t>(fds.size()));
+    return absl::OkStatus();  // the fds close here
+  }();
+  return Finish(kReleaseFdTokens, status);
 }
 
 }  // namespace vfiod

@@ -80,6 +80,9 @@ class VfioDeviceService final : public v1::VfioDevice::Service {
   grpc::Status BindFdChannel(grpc::ServerContext* context,
                              const v1::BindFdChannelRequest* request,
                              v1::BindFdChannelResponse* response) override;
+  grpc::Status ReleaseFdTokens(grpc::ServerContext* context,
+                               const v1::ReleaseFdTokensRequest* request,
+                               v1::ReleaseFdTokensResponse* response) override;
 
   enum Method {
     kGetDeviceInfo,
@@ -99,6 +102,7 @@ class VfioDeviceService final : public v1::VfioDevice::Service {
     kClaimOwnership,
     kReleaseOwnership,
     kBindFdChannel,
+    kReleaseFdTokens,
     kMethodCount,
   };
 
@@ -115,6 +119,10 @@ class VfioDeviceService final : public v1::VfioDevice::Service {
 
   absl::Status DoReadRegion(ConnectionId caller, const v1::ReadRegionRequest& request,
                             v1::ReadRegionResponse* response);
+  absl::Status CheckConfigRange(absl::string_view operation, uint64_t offset,
+                                uint64_t size) const;
+  absl::Status ReadConfigRegion(uint64_t offset, uint64_t size, std::string* out);
+  absl::Status WriteConfigRegion(uint64_t offset, absl::string_view data);
   absl::Status DoSetIrqs(ConnectionId caller, const v1::SetIrqsRequest& request);
   absl::Status DoWatchIrqs(grpc::ServerContext* context, const v1::WatchIrqsRequest& request,
                            grpc::ServerWriter<v1::IrqEvent>* writer);

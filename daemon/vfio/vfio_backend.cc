@@ -32,9 +32,18 @@ VfioBackend::VfioBackend(VfioContainer container, VfioGroup group, VfioDevice de
       info_(std::move(info)),
       regions_(std::move(regions)) {}
 
+VfioBackend::~VfioBackend() {
+  if (!fds_pinned_) return;
+  // Left open for the kernel to close at exit (see the header); see FdsForJail for the casts.
+  (void)const_cast<UniqueFd&>(device_.fd()).Release();
+  (void)const_cast<UniqueFd&>(group_.fd()).Release();
+  (void)const_cast<UniqueFd&>(container_.fd()).Release();
+}
+
 DeviceBackend::JailFds VfioBackend::FdsForJail() {
   // The three objects are this backend's own non-const members, so writing through their
   // const accessors is well defined; only the jail does it, once, before any thread exists.
+  fds_pinned_ = true;
   JailFds fds;
   fds.vfio_container = const_cast<UniqueFd*>(&container_.fd());
   fds.vfio_group = const_cast<UniqueFd*>(&group_.fd());

@@ -52,6 +52,12 @@ class VfioBackend final : public DeviceBackend {
   static absl::StatusOr<std::unique_ptr<VfioBackend>> Open(absl::string_view device,
                                                            const VfioPaths& paths = {});
 
+  // Once FdsForJail() has been called, the three fds are never closed here: the jail pinned
+  // them to fixed numbers that the seccomp policy forbids closing (a freed number could be
+  // taken by another fd, which the fd-specific rules would then trust). The kernel closes them
+  // when the process exits.
+  ~VfioBackend() override;
+
   const BackendInfo& Info() const override { return info_; }
   absl::Status ReadRegion(uint32_t index, uint64_t offset, absl::Span<uint8_t> data) override;
   absl::Status WriteRegion(uint32_t index, uint64_t offset,
@@ -79,7 +85,8 @@ class VfioBackend final : public DeviceBackend {
   VfioGroup group_;
   VfioDevice device_;
   const BackendInfo info_;
-  const std::vector<VfioRegion> regions_;  // regions_[i].info == info_.regions[i]
+  const std::vector<VfioRegion> regions_;
+  bool fds_pinned_ = false;  // FdsForJail() was called  // regions_[i].info == info_.regions[i]
 };
 
 // VfioBackend::Open with the real /sys and /dev.

@@ -298,7 +298,7 @@ absl::Status VfioUserSession::GetIrqInfo(const Message& message) {
   info.index = request.index;
   info.count = irq.count;
   info.flags = (irq.eventfd ? VFIO_IRQ_INFO_EVENTFD : 0) |
-               (irq.maskable ? VFIO_IRQ_INFO_MASKABLE : 0) |
+               (IrqIndexMaskable(irq) ? VFIO_IRQ_INFO_MASKABLE : 0) |  // MSI/MSI-X: emulated
                (irq.automasked ? VFIO_IRQ_INFO_AUTOMASKED : 0) |
                (irq.noresize ? VFIO_IRQ_INFO_NORESIZE : 0);
   SetReply(info);
@@ -564,10 +564,8 @@ absl::Status VfioUserSession::Reset(const Message& message) {
     return Invalid("DEVICE_RESET", absl::StrCat("payload of ", message.payload.size(),
                                                 " bytes, expected none"));
   }
-  VFIOD_RETURN_IF_ERROR(device_->Reset());
-  // Reset disables every IRQ index.
-  for (MsiTriggers& triggers : msi_) triggers = MsiTriggers();
-  return absl::OkStatus();
+  // The interrupt configuration stays, as with VFIO_DEVICE_RESET (PciDevice::Reset).
+  return device_->Reset();
 }
 
 }  // namespace vfiod::vfio_user

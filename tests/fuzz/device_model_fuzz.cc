@@ -854,14 +854,25 @@ class Harness {
         WaitIdle(r_.U8());
         break;
       case kReset: {
-        const std::string before = StableState(device_->Snapshot());
+        const DeviceSnapshot snapshot = device_->Snapshot();
+        const std::string before = StableState(snapshot);
         absl::Status status = device_->Reset();
         Note(absl::StatusCodeToString(status.code()));
         if (!status.ok()) {
           ExpectUnchanged(before, status);
         } else {
-          for (const IrqIndexState& irq : device_->Snapshot().irqs) {
-            FUZZ_CHECK(!irq.enabled, "Reset left ", IrqIndexName(irq.index), " enabled");
+          // As VFIO_DEVICE_RESET: the interrupt configuration (enabled indexes, triggers) stays.
+          const std::vector<IrqIndexState> after = device_->Snapshot().irqs;
+          FUZZ_CHECK(after.size() == snapshot.irqs.size(), "Reset changed the IRQ indexes");
+          for (size_t i = 0; i < after.size(); ++i) {
+            FUZZ_CHECK(after[i].enabled == snapshot.irqs[i].enabled, "Reset turned ",
+                       IrqIndexName(after[i].index), after[i].enabled ? " on" : " off");
+            for (size_t v = 0; v < after[i].vectors.size() && v < snapshot.irqs[i].vectors.size();
+                 ++v) {
+              FUZZ_CHECK(after[i].vectors[v].trigger == snapshot.irqs[i].vectors[v].trigger,
+                         "Reset changed the trigger of ", IrqIndexName(after[i].index), " vector ",
+                         v);
+            }
           }
         }
         break;

@@ -151,6 +151,7 @@ const char* RpcName(fuzz::Call::OpCase op) {
     case fuzz::Call::kClaimOwnership: return "ClaimOwnership";
     case fuzz::Call::kReleaseOwnership: return "ReleaseOwnership";
     case fuzz::Call::kBindFdChannel: return "BindFdChannel";
+    case fuzz::Call::kReleaseFdTokens: return "ReleaseFdTokens";
     case fuzz::Call::kSendFds: return "SendFds";
     case fuzz::Call::kReconnect: return "Reconnect";
     case fuzz::Call::OP_NOT_SET: return "(none)";
@@ -463,6 +464,18 @@ class Harness {
         }
         v1::BindFdChannelResponse response;
         status = service_.BindFdChannel(&context, &request, &response);
+        break;
+      }
+      case fuzz::Call::kReleaseFdTokens: {
+        v1::ReleaseFdTokensRequest request = call.release_fd_tokens();
+        for (std::string& token : *request.mutable_fd_tokens()) token = Token(client, token);
+        v1::ReleaseFdTokensResponse response;
+        status = service_.ReleaseFdTokens(&context, &request, &response);
+        if (status.ok()) {
+          FUZZ_CHECK(static_cast<int>(response.released()) == request.fd_tokens_size(),
+                     "ReleaseFdTokens released ", response.released(), " of ",
+                     request.fd_tokens_size());
+        }
         break;
       }
       default:
