@@ -170,10 +170,6 @@ const std::vector<Rule>& Rules() {
       Allow(VFIOD_SYS(fcntl),
             "duplicates (connection watch, simulated eventfds) only above the fixed fds",
             {Low32Is(1, F_DUPFD_CLOEXEC), Low32Is(2, kFixedFdLimit)}),
-      Allow(VFIOD_SYS(prlimit64),
-            "the simulated IOMMU reads its own RLIMIT_MEMLOCK at each map, as type1 does; never "
-            "sets one",
-            {Low32Is(0, 0), Low32Is(1, RLIMIT_MEMLOCK), ArgIs(2, 0)}),
       Allow(VFIOD_SYS(getrandom), "fd-channel keys and tokens; abseil and gRPC seeds"),
       Allow(VFIOD_SYS(uname), "gRPC's kernel version check, once (KernelSupportsErrqueue)"),
       // ---- VFIO: the serving-phase requests only, each on its own fd (numbers alias across fd

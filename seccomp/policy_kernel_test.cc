@@ -174,11 +174,6 @@ TEST_F(PolicyKernelTest, AllowedCallsLive) {
          struct iovec iov = {&v, sizeof(v)};
          return ::preadv2(fd, &iov, 1, -1, RWF_NOWAIT) == -1 && errno == EAGAIN;
        }},
-      {"prlimit reads RLIMIT_MEMLOCK",
-       [] {
-         struct rlimit limit;
-         return ::prlimit(0, RLIMIT_MEMLOCK, nullptr, &limit) == 0;
-       }},
       {"fcntl F_DUPFD_CLOEXEC above the fixed fds",
        [] { return ::fcntl(kVfioDeviceFd, F_DUPFD_CLOEXEC, kFixedFdLimit) >= kFixedFdLimit; }},
       {"fcntl F_DUPFD_CLOEXEC minimum with high garbage",
@@ -287,6 +282,11 @@ std::vector<Case> ForbiddenCases() {
          return ::pread(kVfioContainerFd, &v, 8, 0) >= 0;
        }},
       {"pwrite on stdout", [] { return ::pwrite(1, "x", 1, 0) >= 0; }},
+      {"prlimit reads RLIMIT_MEMLOCK",
+       [] {
+         struct rlimit limit;
+         return ::prlimit(0, RLIMIT_MEMLOCK, nullptr, &limit) == 0;
+       }},
       {"prlimit sets RLIMIT_MEMLOCK",
        [] {
          struct rlimit limit = {4096, 4096};

@@ -81,9 +81,10 @@ struct SimEduOptions {
   int iommu_address_width = 39;  // 39 or 48: the last usable IOVA is 2^width - 1
   std::chrono::nanoseconds factorial_delay = std::chrono::milliseconds(1);
   std::chrono::nanoseconds dma_delay = std::chrono::milliseconds(2);
-  // The RLIMIT_MEMLOCK, in bytes, that MapDma charges pinned pages against. nullopt: the
-  // process's soft limit, read at each MapDma as type1 reads it (the daemon's jail sets it from
-  // --max-dma-bytes after the backend exists). Tests inject one.
+  // The RLIMIT_MEMLOCK, in bytes, that MapDma charges pinned pages against: the daemon passes
+  // --max-dma-bytes (CreateSimulatedBackend). nullopt: the process's soft limit, read at each
+  // MapDma as type1 reads it (for tests and tools outside the jail, whose seccomp policy does
+  // not allow reading it).
   std::optional<uint64_t> memlock_limit;
 };
 
