@@ -618,7 +618,9 @@ absl::Status Run() {
   transport->Shutdown();
   vfio_user.Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  cleanup.Run("daemon stopping");
+  // Every connection has ended, and with it any owner (its loss ran the cleanup); should one
+  // remain, release what it held.
+  if (sessions.GetSummary().owner_attached) cleanup.Run("daemon stopping");
   LogInfo("stopped");
   StopAsyncLogging();
   return absl::OkStatus();
