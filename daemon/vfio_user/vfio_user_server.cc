@@ -57,6 +57,8 @@ size_t VfioUserServer::max_message_bytes() const {
 
 void VfioUserServer::Adopt(ConnectionSlot slot, UniqueFd socket, const PeerCredentials& peer,
                            bool spawned) {
+  // A thread that has ended keeps its stack until it is joined: reap before starting another.
+  JoinFinished();
   absl::MutexLock lock(&mu_);
   if (stopping_) return;  // closes the socket and releases the slot
   const ConnectionId id = slot.id();
