@@ -38,10 +38,10 @@
 // signal there sets the vector's pending bit), UNMASK points it back at the client's (or watch)
 // eventfd and, if the vector was pending, has the backend signal it once (a loopback trigger:
 // the daemon never writes a client's eventfd itself, so a client cannot block it there). A
-// masked vector with no trigger just remembers the mask. The emulation lives apart from the
-// trigger and watch machinery, in irq_mask_emulation.cc (plan, re-point, commit). INTx masking is the backend's (maskable
-// and automasked); for a watched INTx the manager marks the vector masked when it sees the
-// interrupt (automask).
+// masked vector with no trigger just remembers the mask. INTx masking is the backend's
+// (maskable and automasked); for a watched INTx the manager marks the vector masked when it
+// sees the interrupt (automask). The emulation lives apart from the trigger and watch
+// machinery, in irq_mask_emulation.cc (plan, re-point, commit).
 //
 // State: `delivered` counts the interrupts the daemon itself read from watch eventfds
 // (cumulative for the life of the manager; the daemon cannot see interrupts that go straight to

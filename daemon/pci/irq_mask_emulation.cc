@@ -19,12 +19,12 @@ using Data = IrqRequest::Data;
 
 // What one MASK/UNMASK changes, index by index into the request's [start, start + count).
 struct IrqManager::MaskPlan {
-  std::vector<bool> selected;           // the vector's mask bit changes
-  std::vector<bool> repoint;            // ... and it has a trigger the backend must re-point
-  std::vector<uint64_t> new_mask;       // MASK: the new private eventfd's token
-  std::vector<const EventFd*> new_fd;   // what the backend signals from now on
-  std::vector<uint64_t> created;        // daemon eventfds to drop if the plan is not committed
-  uint32_t lo = 0;                      // span of the re-pointed vectors (when any)
+  std::vector<bool> selected;          // the vector's mask bit changes
+  std::vector<bool> repoint;           // ... and it has a trigger the backend must re-point
+  std::vector<uint64_t> new_mask;      // MASK: the new private eventfd's token
+  std::vector<const EventFd*> new_fd;  // what the backend signals from now on
+  std::vector<uint64_t> created;       // daemon eventfds to drop if the plan is not committed
+  uint32_t lo = 0;                     // span of the re-pointed vectors (when any)
   uint32_t hi = 0;
   bool any = false;
 };
@@ -175,7 +175,8 @@ void IrqManager::RestoreBackendLocked(IrqIndex which, uint32_t start, uint32_t c
   set.count = count;
   set.action = IrqAction::kTrigger;
   set.data = IrqSet::Data::kEventfd;
-  for (uint32_t v = start; v < start + count; ++v) set.eventfds.push_back(BackendFdLocked(index, v));
+  for (uint32_t v = start; v < start + count; ++v)
+    set.eventfds.push_back(BackendFdLocked(index, v));
   absl::Status status = backend_->SetIrqs(set);
   if (!status.ok()) {
     LogError("SetIrqs: cannot restore the triggers after a failed request",
