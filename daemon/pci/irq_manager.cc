@@ -57,6 +57,36 @@ std::string Describe(const IrqRequest& r) {
                       uint64_t{r.start} + r.count, ") data ", DataName(r.data));
 }
 
+// The request's form for DeviceBackend's SET_IRQS shape rules. Watch is the daemon's own data
+// form: without values, like DATA_NONE (its values are checked apart, for the message).
+IrqSetForm FormOf(const IrqRequest& r) {
+  IrqSetForm form;
+  form.index = r.index;
+  form.start = r.start;
+  form.count = r.count;
+  form.action = r.action;
+  switch (r.data) {
+    case Data::kNone:
+    case Data::kWatch:
+      form.data = IrqSet::Data::kNone;
+      break;
+    case Data::kBool:
+      form.data = IrqSet::Data::kBool;
+      break;
+    case Data::kEventfd:
+      form.data = IrqSet::Data::kEventfd;
+      break;
+    default:  // unknown: passed on for CheckIrqSetData to name
+      form.data = static_cast<IrqSet::Data>(r.data);
+      break;
+  }
+  if (r.data != Data::kWatch) {
+    form.bools = r.bools.size();
+    form.eventfds = r.eventfds.size();
+  }
+  return form;
+}
+
 absl::Status Prefixed(absl::string_view op, const absl::Status& status) {
   return absl::Status(status.code(), absl::StrCat(op, ": ", status.message()));
 }
@@ -214,48 +244,26 @@ absl::Status IrqManager::BackendError(const IrqRequest& r, const absl::Status& s
 }
 
 absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
-  if (Raw(r.index) >= kNumPciIrqIndexes) {
-    return absl::InvalidArgumentError(absl::StrCat("SetIrqs: unknown IRQ index ", Raw(r.index)));
+  // The VFIO shape rules are DeviceBackend's (CheckIrqSet*); the rest is the device model's.
+  const IrqSetForm form = FormOf(r);
+  if (absl::Status status = CheckIrqSetIndex(form); !status.ok()) {
+    return Prefixed("SetIrqs", status);
   }
   const Index& index = indexes_[Raw(r.index)];
   const std::string name = IrqIndexName(r.index);
   if (index.info.count == 0) {
     return absl::NotFoundError(absl::StrCat("SetIrqs: the device has no ", name, " interrupt"));
   }
-  switch (r.action) {
-    case IrqAction::kTrigger:
-    case IrqAction::kMask:
-    case IrqAction::kUnmask:
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("SetIrqs: unknown action ", static_cast<int>(r.action)));
+  if (absl::Status status = CheckIrqSetData(form); !status.ok()) {
+    return Prefixed("SetIrqs", status);
   }
-  switch (r.data) {
-    case Data::kNone:
-    case Data::kBool:
-    case Data::kEventfd:
-    case Data::kWatch:
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("SetIrqs: unknown data form ", static_cast<int>(r.data)));
-  }
-  if (r.data != Data::kBool && !r.bools.empty()) {
+  if (r.data == Data::kWatch && !r.bools.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("SetIrqs: ", r.bools.size(), " bools given with data ", DataName(r.data)));
+        absl::StrCat("SetIrqs: ", r.bools.size(), " bools given with data watch"));
   }
-  if (r.data != Data::kEventfd && !r.eventfds.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("SetIrqs: ", r.eventfds.size(),
-                                                   " eventfds given with data ", DataName(r.data)));
-  }
-  if (r.data == Data::kBool && r.bools.size() != r.count) {
+  if (r.data == Data::kWatch && !r.eventfds.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("SetIrqs: ", r.bools.size(), " bools for ", r.count, " vectors"));
-  }
-  if (r.data == Data::kEventfd && r.eventfds.size() != r.count) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("SetIrqs: ", r.eventfds.size(), " eventfds for ", r.count, " vectors"));
+        absl::StrCat("SetIrqs: ", r.eventfds.size(), " eventfds given with data watch"));
   }
   if (r.count == 0) {
     if (r.action != IrqAction::kTrigger || r.data != Data::kNone) {
@@ -269,12 +277,9 @@ absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
     }
     return absl::OkStatus();
   }
-  const uint64_t end = uint64_t{r.start} + r.count;  // cannot wrap in 64 bits
-  if (end > index.info.count) {
-    return absl::OutOfRangeError(absl::StrCat("SetIrqs: vector range [", r.start, ", ", end,
-                                              ") exceeds the ", index.info.count, " vectors of ",
-                                              name));
-  }
+  // The same rule as the kernel's, reported as the device model's contract says: OUT_OF_RANGE.
+  absl::Status range = CheckIrqSetVectors(form, index.info.count);
+  if (!range.ok()) return absl::OutOfRangeError(absl::StrCat("SetIrqs: ", range.message()));
   return r.action == IrqAction::kTrigger ? ValidateTriggerLocked(r) : ValidateMaskLocked(r);
 }
 

@@ -3,7 +3,8 @@
 // masking, and runs the WatchIrqs machinery (daemon-owned eventfds read by a watcher thread and
 // fanned out to subscriptions).
 //
-// SetIrqs contract (the VFIO model; every check happens before the backend is called, and a
+// SetIrqs contract (the VFIO model: the shape rules are DeviceBackend's CheckIrqSet*, the rest is
+// the device model's policy; every check happens before the backend is called, and a
 // request that fails leaves the manager's state unchanged and closes every eventfd it carried,
 // since the request owns them):
 //   - index: a value outside IrqIndex is INVALID_ARGUMENT; an index whose info count is 0 (the

@@ -61,52 +61,16 @@ std::vector<IrqInfo> SimInterrupts::Info() {
 }
 
 absl::Status SimInterrupts::SetIrqs(const IrqSet& set) {
-  const uint32_t raw_index = static_cast<uint32_t>(set.index);
-  if (raw_index >= kNumPciIrqIndexes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("SetIrqs: IRQ index ", raw_index, " does not exist"));
-  }
-  if (set.action != IrqAction::kTrigger && set.action != IrqAction::kMask &&
-      set.action != IrqAction::kUnmask) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("SetIrqs: unknown action ", static_cast<int>(set.action)));
-  }
+  // vfio_set_irqs_validate_and_prepare(): DeviceBackend's shape rules, in the kernel's order.
+  const IrqSetForm form = FormOf(set);
+  absl::Status status = CheckIrqSetData(form);
+  if (status.ok()) status = CheckIrqSetIndex(form);
+  if (status.ok()) status = CheckIrqSetEnd(form);
+  if (status.ok()) status = CheckIrqSetVectors(form, info_[static_cast<uint32_t>(set.index)].count);
   const std::string name = IrqIndexName(set.index);
-  // vfio_set_irqs_validate_and_prepare().
-  const uint32_t available = info_[raw_index].count;
-  if (set.count >= std::numeric_limits<uint32_t>::max() - set.start) {
-    return absl::InvalidArgumentError(absl::StrCat("SetIrqs ", name, ": start ", set.start,
-                                                   " + count ", set.count, " overflows"));
+  if (!status.ok()) {
+    return absl::Status(status.code(), absl::StrCat("SetIrqs ", name, ": ", status.message()));
   }
-  if (set.start >= available || set.start + set.count > available) {
-    return absl::InvalidArgumentError(absl::StrCat("SetIrqs ", name, ": vectors [", set.start, ", ",
-                                                   set.start + set.count, ") are beyond the ",
-                                                   available, " the device has"));
-  }
-  switch (set.data) {
-    case IrqSet::Data::kNone:
-      if (!set.bools.empty() || !set.eventfds.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("SetIrqs ", name, ": data none with values attached"));
-      }
-      break;
-    case IrqSet::Data::kBool:
-      if (set.bools.size() != set.count || !set.eventfds.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("SetIrqs ", name, ": ", set.bools.size(), " bools for count ", set.count));
-      }
-      break;
-    case IrqSet::Data::kEventfd:
-      if (set.eventfds.size() != set.count || !set.bools.empty()) {
-        return absl::InvalidArgumentError(absl::StrCat("SetIrqs ", name, ": ", set.eventfds.size(),
-                                                       " eventfds for count ", set.count));
-      }
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("SetIrqs ", name, ": unknown data type ", static_cast<int>(set.data)));
-  }
-
   // vfio_pci_set_irqs_ioctl().
   switch (set.index) {
     case IrqIndex::kIntx:
