@@ -2,6 +2,8 @@
 
 #include <linux/vfio.h>
 
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 
 namespace vfiod {
@@ -45,6 +47,94 @@ absl::string_view IrqActionName(IrqAction action) {
       return "UNMASK";
   }
   return "UNKNOWN";
+}
+
+IrqSetForm FormOf(const IrqSet& set) {
+  IrqSetForm form;
+  form.index = set.index;
+  form.start = set.start;
+  form.count = set.count;
+  form.action = set.action;
+  form.data = set.data;
+  form.bools = set.bools.size();
+  form.eventfds = set.eventfds.size();
+  return form;
+}
+
+absl::string_view IrqSetDataName(IrqSet::Data data) {
+  switch (data) {
+    case IrqSet::Data::kNone:
+      return "none";
+    case IrqSet::Data::kBool:
+      return "bool";
+    case IrqSet::Data::kEventfd:
+      return "eventfd";
+  }
+  return "unknown";
+}
+
+absl::Status CheckIrqSetIndex(const IrqSetForm& form) {
+  const uint32_t raw = static_cast<uint32_t>(form.index);
+  if (raw >= kNumPciIrqIndexes) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown IRQ index ", raw));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckIrqSetData(const IrqSetForm& form) {
+  switch (form.action) {
+    case IrqAction::kTrigger:
+    case IrqAction::kMask:
+    case IrqAction::kUnmask:
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown action ", static_cast<int>(form.action)));
+  }
+  switch (form.data) {
+    case IrqSet::Data::kNone:
+    case IrqSet::Data::kBool:
+    case IrqSet::Data::kEventfd:
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown data form ", static_cast<int>(form.data)));
+  }
+  const absl::string_view name = IrqSetDataName(form.data);
+  if (form.data != IrqSet::Data::kBool && form.bools != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(form.bools, " bools given with data ", name));
+  }
+  if (form.data != IrqSet::Data::kEventfd && form.eventfds != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(form.eventfds, " eventfds given with data ", name));
+  }
+  if (form.data == IrqSet::Data::kBool && form.bools != form.count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(form.bools, " bools for ", form.count, " vectors"));
+  }
+  if (form.data == IrqSet::Data::kEventfd && form.eventfds != form.count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(form.eventfds, " eventfds for ", form.count, " vectors"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckIrqSetEnd(const IrqSetForm& form) {
+  if (form.count >= std::numeric_limits<uint32_t>::max() - form.start) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("start ", form.start, " + count ", form.count, " overflows"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckIrqSetVectors(const IrqSetForm& form, uint32_t available) {
+  const uint64_t end = uint64_t{form.start} + form.count;  // cannot wrap in 64 bits
+  if (form.start >= available || end > available) {
+    return absl::InvalidArgumentError(absl::StrCat("vector range [", form.start, ", ", end,
+                                                   ") exceeds the ", available, " vectors of ",
+                                                   IrqIndexName(form.index)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace vfiod

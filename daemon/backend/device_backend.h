@@ -21,6 +21,7 @@
 #ifndef VFIOD_DAEMON_BACKEND_DEVICE_BACKEND_H_
 #define VFIOD_DAEMON_BACKEND_DEVICE_BACKEND_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -120,6 +121,42 @@ struct IrqSet {
   std::vector<bool> bools;
   std::vector<const EventFd*> eventfds;
 };
+
+// The VFIO rules for the shape of a SET_IRQS request (vfio_set_irqs_validate_and_prepare()),
+// defined here once for every layer that builds or checks one: the device model (IrqManager,
+// which adds its own policy), the simulated backend (which adds the kernel's per-index rules)
+// and the kernel encoding (which leaves the index and range to the kernel). Each check returns
+// INVALID_ARGUMENT with a message naming the rule and without an operation prefix, which the
+// caller adds ("SetIrqs: ...").
+//
+// A request's form: what the rules look at, without its values. FormOf(set) for an IrqSet; a
+// layer with its own request type fills it in.
+struct IrqSetForm {
+  IrqIndex index = IrqIndex::kIntx;
+  uint32_t start = 0;
+  uint32_t count = 0;
+  IrqAction action = IrqAction::kTrigger;
+  IrqSet::Data data = IrqSet::Data::kNone;
+  size_t bools = 0;     // number of bool values given
+  size_t eventfds = 0;  // number of eventfd entries given
+};
+IrqSetForm FormOf(const IrqSet& set);
+
+// "none", "bool", "eventfd" (VFIO_IRQ_SET_DATA_*); "unknown" otherwise. For messages.
+absl::string_view IrqSetDataName(IrqSet::Data data);
+
+// A known index (below kNumPciIrqIndexes): "unknown IRQ index 7".
+absl::Status CheckIrqSetIndex(const IrqSetForm& form);
+// A known action ("unknown action 9") and data form ("unknown data form 9"); values only of the
+// data form's kind ("2 eventfds given with data none") and exactly `count` of them ("1 bools
+// for 2 vectors", "2 eventfds for 3 vectors").
+absl::Status CheckIrqSetData(const IrqSetForm& form);
+// The kernel's overflow rule, count < U32_MAX - start: "start 4294967295 + count 1 overflows".
+absl::Status CheckIrqSetEnd(const IrqSetForm& form);
+// start < `available` and start + count <= `available` (the index's vector count; computed in
+// 64 bits, so it holds for any start and count): "vector range [7, 9) exceeds the 8 vectors of
+// MSI-X".
+absl::Status CheckIrqSetVectors(const IrqSetForm& form, uint32_t available);
 
 // One VFIO_IOMMU_MAP_DMA: `size` bytes of this process's memory at `host_address` become
 // visible to the device at `iova`. The caller keeps the memory mapped until the range is

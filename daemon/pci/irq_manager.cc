@@ -57,9 +57,34 @@ std::string Describe(const IrqRequest& r) {
                       uint64_t{r.start} + r.count, ") data ", DataName(r.data));
 }
 
-absl::Status BackendError(const IrqRequest& r, const absl::Status& status) {
-  return absl::Status(status.code(),
-                      absl::StrCat("SetIrqs: ", Describe(r), ": ", status.message()));
+// The request's form for DeviceBackend's SET_IRQS shape rules. Watch is the daemon's own data
+// form: without values, like DATA_NONE (its values are checked apart, for the message).
+IrqSetForm FormOf(const IrqRequest& r) {
+  IrqSetForm form;
+  form.index = r.index;
+  form.start = r.start;
+  form.count = r.count;
+  form.action = r.action;
+  switch (r.data) {
+    case Data::kNone:
+    case Data::kWatch:
+      form.data = IrqSet::Data::kNone;
+      break;
+    case Data::kBool:
+      form.data = IrqSet::Data::kBool;
+      break;
+    case Data::kEventfd:
+      form.data = IrqSet::Data::kEventfd;
+      break;
+    default:  // unknown: passed on for CheckIrqSetData to name
+      form.data = static_cast<IrqSet::Data>(r.data);
+      break;
+  }
+  if (r.data != Data::kWatch) {
+    form.bools = r.bools.size();
+    form.eventfds = r.eventfds.size();
+  }
+  return form;
 }
 
 absl::Status Prefixed(absl::string_view op, const absl::Status& status) {
@@ -213,49 +238,32 @@ absl::Status IrqManager::SetIrqs(IrqRequest request) {
   return status;
 }
 
+absl::Status IrqManager::BackendError(const IrqRequest& r, const absl::Status& status) {
+  return absl::Status(status.code(),
+                      absl::StrCat("SetIrqs: ", Describe(r), ": ", status.message()));
+}
+
 absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
-  if (Raw(r.index) >= kNumPciIrqIndexes) {
-    return absl::InvalidArgumentError(absl::StrCat("SetIrqs: unknown IRQ index ", Raw(r.index)));
+  // The VFIO shape rules are DeviceBackend's (CheckIrqSet*); the rest is the device model's.
+  const IrqSetForm form = FormOf(r);
+  if (absl::Status status = CheckIrqSetIndex(form); !status.ok()) {
+    return Prefixed("SetIrqs", status);
   }
   const Index& index = indexes_[Raw(r.index)];
   const std::string name = IrqIndexName(r.index);
   if (index.info.count == 0) {
     return absl::NotFoundError(absl::StrCat("SetIrqs: the device has no ", name, " interrupt"));
   }
-  switch (r.action) {
-    case IrqAction::kTrigger:
-    case IrqAction::kMask:
-    case IrqAction::kUnmask:
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("SetIrqs: unknown action ", static_cast<int>(r.action)));
+  if (absl::Status status = CheckIrqSetData(form); !status.ok()) {
+    return Prefixed("SetIrqs", status);
   }
-  switch (r.data) {
-    case Data::kNone:
-    case Data::kBool:
-    case Data::kEventfd:
-    case Data::kWatch:
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("SetIrqs: unknown data form ", static_cast<int>(r.data)));
-  }
-  if (r.data != Data::kBool && !r.bools.empty()) {
+  if (r.data == Data::kWatch && !r.bools.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("SetIrqs: ", r.bools.size(), " bools given with data ", DataName(r.data)));
+        absl::StrCat("SetIrqs: ", r.bools.size(), " bools given with data watch"));
   }
-  if (r.data != Data::kEventfd && !r.eventfds.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("SetIrqs: ", r.eventfds.size(),
-                                                   " eventfds given with data ", DataName(r.data)));
-  }
-  if (r.data == Data::kBool && r.bools.size() != r.count) {
+  if (r.data == Data::kWatch && !r.eventfds.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("SetIrqs: ", r.bools.size(), " bools for ", r.count, " vectors"));
-  }
-  if (r.data == Data::kEventfd && r.eventfds.size() != r.count) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("SetIrqs: ", r.eventfds.size(), " eventfds for ", r.count, " vectors"));
+        absl::StrCat("SetIrqs: ", r.eventfds.size(), " eventfds given with data watch"));
   }
   if (r.count == 0) {
     if (r.action != IrqAction::kTrigger || r.data != Data::kNone) {
@@ -269,60 +277,62 @@ absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
     }
     return absl::OkStatus();
   }
-  const uint64_t end = uint64_t{r.start} + r.count;  // cannot wrap in 64 bits
-  if (end > index.info.count) {
-    return absl::OutOfRangeError(absl::StrCat("SetIrqs: vector range [", r.start, ", ", end,
-                                              ") exceeds the ", index.info.count, " vectors of ",
-                                              name));
+  // The same rule as the kernel's, reported as the device model's contract says: OUT_OF_RANGE.
+  absl::Status range = CheckIrqSetVectors(form, index.info.count);
+  if (!range.ok()) return absl::OutOfRangeError(absl::StrCat("SetIrqs: ", range.message()));
+  return r.action == IrqAction::kTrigger ? ValidateTriggerLocked(r) : ValidateMaskLocked(r);
+}
+
+// The device-model rules for TRIGGER on a request of valid shape and range.
+absl::Status IrqManager::ValidateTriggerLocked(const IrqRequest& r) const {
+  const Index& index = indexes_[Raw(r.index)];
+  const std::string name = IrqIndexName(r.index);
+  const bool with_fds = r.data == Data::kEventfd || r.data == Data::kWatch;
+  if (with_fds && !index.info.eventfd) {
+    return absl::InvalidArgumentError(absl::StrCat("SetIrqs: ", name, " does not signal eventfds"));
   }
-  switch (r.action) {
-    case IrqAction::kTrigger:
-      if ((r.data == Data::kEventfd || r.data == Data::kWatch) && !index.info.eventfd) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("SetIrqs: ", name, " does not signal eventfds"));
+  if (with_fds && IsExclusive(r.index)) {
+    for (IrqIndex other : {IrqIndex::kIntx, IrqIndex::kMsi, IrqIndex::kMsix}) {
+      if (other != r.index && indexes_[Raw(other)].enabled) {
+        const std::string other_name = IrqIndexName(other);
+        return absl::FailedPreconditionError(absl::StrCat(
+            "SetIrqs: ", name, " cannot be enabled while ", other_name,
+            " is enabled (one interrupt type at a time); disable ", other_name, " first"));
       }
-      if ((r.data == Data::kEventfd || r.data == Data::kWatch) && IsExclusive(r.index)) {
-        for (IrqIndex other : {IrqIndex::kIntx, IrqIndex::kMsi, IrqIndex::kMsix}) {
-          if (other != r.index && indexes_[Raw(other)].enabled) {
-            const std::string other_name = IrqIndexName(other);
-            return absl::FailedPreconditionError(absl::StrCat(
-                "SetIrqs: ", name, " cannot be enabled while ", other_name,
-                " is enabled (one interrupt type at a time); disable ", other_name, " first"));
-          }
-        }
-      }
-      if ((r.data == Data::kNone || r.data == Data::kBool) && r.index != IrqIndex::kErr &&
-          r.index != IrqIndex::kReq && !index.enabled) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("SetIrqs: TRIGGER loopback on ", name, " while ", name, " is disabled"));
-      }
-      break;
-    case IrqAction::kMask:
-    case IrqAction::kUnmask:
-      if (r.data == Data::kWatch) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "SetIrqs: watch is only valid with TRIGGER, not ", IrqActionName(r.action)));
-      }
-      if (r.data == Data::kEventfd) {
-        if (r.action == IrqAction::kMask) {
-          return absl::InvalidArgumentError("SetIrqs: MASK takes no eventfd");
-        }
-        if (r.index != IrqIndex::kIntx || r.start != 0 || r.count != 1) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("SetIrqs: an unmask eventfd is only valid for INTx vector 0, not ", name,
-                           " [", r.start, ", ", end, ")"));
-        }
-      }
-      if (!IsEmulated(r.index)) {
-        if (!index.info.maskable) {
-          return absl::InvalidArgumentError(absl::StrCat("SetIrqs: ", name, " is not maskable"));
-        }
-        if (r.index == IrqIndex::kIntx && !index.enabled) {
-          return absl::FailedPreconditionError(absl::StrCat("SetIrqs: ", IrqActionName(r.action),
-                                                            " on INTx while INTx is disabled"));
-        }
-      }
-      break;
+    }
+  }
+  if (!with_fds && r.index != IrqIndex::kErr && r.index != IrqIndex::kReq && !index.enabled) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("SetIrqs: TRIGGER loopback on ", name, " while ", name, " is disabled"));
+  }
+  return absl::OkStatus();
+}
+
+// The device-model rules for MASK/UNMASK on a request of valid shape and range.
+absl::Status IrqManager::ValidateMaskLocked(const IrqRequest& r) const {
+  const Index& index = indexes_[Raw(r.index)];
+  const std::string name = IrqIndexName(r.index);
+  if (r.data == Data::kWatch) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SetIrqs: watch is only valid with TRIGGER, not ", IrqActionName(r.action)));
+  }
+  if (r.data == Data::kEventfd) {
+    if (r.action == IrqAction::kMask) {
+      return absl::InvalidArgumentError("SetIrqs: MASK takes no eventfd");
+    }
+    if (r.index != IrqIndex::kIntx || r.start != 0 || r.count != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("SetIrqs: an unmask eventfd is only valid for INTx vector 0, not ", name,
+                       " [", r.start, ", ", uint64_t{r.start} + r.count, ")"));
+    }
+  }
+  if (IsEmulated(r.index)) return absl::OkStatus();
+  if (!index.info.maskable) {
+    return absl::InvalidArgumentError(absl::StrCat("SetIrqs: ", name, " is not maskable"));
+  }
+  if (r.index == IrqIndex::kIntx && !index.enabled) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("SetIrqs: ", IrqActionName(r.action), " on INTx while INTx is disabled"));
   }
   return absl::OkStatus();
 }
@@ -332,92 +342,98 @@ absl::Status IrqManager::SetIrqsLocked(IrqRequest& r, std::vector<IrqEvent>& eve
   if (r.action == IrqAction::kTrigger) {
     if (r.count == 0) return DisableIndexLocked(r.index, /*force=*/false, events);
     if (r.data == Data::kEventfd || r.data == Data::kWatch) return SetTriggerLocked(r, events);
-    // Loopback: the backend signals whatever each vector's trigger is (for a masked MSI/MSI-X
-    // vector that is the private eventfd, which sets the pending bit).
-    IrqSet set;
-    set.index = r.index;
-    set.start = r.start;
-    set.count = r.count;
-    set.action = IrqAction::kTrigger;
-    set.data = r.data == Data::kBool ? IrqSet::Data::kBool : IrqSet::Data::kNone;
-    set.bools = r.bools;
-    absl::Status status = backend_->SetIrqs(set);
-    if (!status.ok()) return BackendError(r, status);
-    return absl::OkStatus();
+    return LoopbackLocked(r);
   }
   if (IsEmulated(r.index)) return EmulateMaskLocked(r);
   return BackendMaskLocked(r);
 }
 
-absl::Status IrqManager::SetTriggerLocked(IrqRequest& r, std::vector<IrqEvent>& events) {
-  Index& index = indexes_[Raw(r.index)];
-  const bool emulated = IsEmulated(r.index);
-  const bool watch = r.data == Data::kWatch;
-
-  // Prepare: every daemon eventfd the new state needs, registered in epoll. The watcher cannot
-  // look at them before this call ends (it needs mu_); on failure they are dropped again.
-  std::vector<uint64_t> created;
-  auto discard = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (uint64_t token : created) RemoveDaemonFdLocked(token);
-  };
-  std::vector<uint64_t> new_watch(r.count, 0);
-  std::vector<uint64_t> new_mask(r.count, 0);
+// Loopback: the backend signals whatever each vector's trigger is (for a masked MSI/MSI-X
+// vector that is the private eventfd, which sets the pending bit).
+absl::Status IrqManager::LoopbackLocked(const IrqRequest& r) {
   IrqSet set;
   set.index = r.index;
   set.start = r.start;
   set.count = r.count;
   set.action = IrqAction::kTrigger;
-  set.data = IrqSet::Data::kEventfd;
-  set.eventfds.assign(r.count, nullptr);
+  set.data = r.data == Data::kBool ? IrqSet::Data::kBool : IrqSet::Data::kNone;
+  set.bools = r.bools;
+  absl::Status status = backend_->SetIrqs(set);
+  if (!status.ok()) return BackendError(r, status);
+  return absl::OkStatus();
+}
+
+// The daemon eventfds a TRIGGER request needs and the backend call that installs them.
+struct IrqManager::TriggerPlan {
+  IrqSet set;
+  std::vector<uint64_t> new_watch;  // watch: the vector's new watch eventfd
+  std::vector<uint64_t> new_mask;   // masked MSI/MSI-X: the vector's private eventfd
+  std::vector<uint64_t> created;    // to drop when the plan is not committed
+};
+
+absl::Status IrqManager::SetTriggerLocked(IrqRequest& r, std::vector<IrqEvent>& events) {
+  // The watcher cannot look at the new daemon eventfds before this call ends (it needs mu_); on
+  // failure they are dropped again.
+  TriggerPlan plan;
+  VFIOD_RETURN_IF_ERROR(PrepareTriggerLocked(r, plan));
+  absl::Status status = backend_->SetIrqs(plan.set);
+  if (!status.ok()) {
+    DiscardLocked(plan.created);
+    if (IsEmulated(r.index) && indexes_[Raw(r.index)].enabled) {
+      RestoreBackendLocked(r.index, r.start, r.count);
+    }
+    return BackendError(r, status);
+  }
+  CommitTriggerLocked(r, plan, events);
+  return absl::OkStatus();
+}
+
+absl::Status IrqManager::PrepareTriggerLocked(const IrqRequest& r, TriggerPlan& plan) {
+  const Index& index = indexes_[Raw(r.index)];
+  plan.new_watch.assign(r.count, 0);
+  plan.new_mask.assign(r.count, 0);
+  plan.set.index = r.index;
+  plan.set.start = r.start;
+  plan.set.count = r.count;
+  plan.set.action = IrqAction::kTrigger;
+  plan.set.data = IrqSet::Data::kEventfd;
+  plan.set.eventfds.assign(r.count, nullptr);
   for (uint32_t i = 0; i < r.count; ++i) {
     const uint32_t v = r.start + i;
-    const Vector& vector = index.vectors[v];
     const EventFd* target = nullptr;
-    if (watch) {
+    if (r.data == Data::kWatch) {
       absl::StatusOr<uint64_t> token = AddDaemonFdLocked(r.index, v, FdKind::kWatch);
       if (!token.ok()) {
-        discard();
+        DiscardLocked(plan.created);
         return Prefixed("SetIrqs", token.status());
       }
-      created.push_back(*token);
-      new_watch[i] = *token;
+      plan.created.push_back(*token);
+      plan.new_watch[i] = *token;
       target = DaemonFdLocked(*token);
     } else if (r.eventfds[i].has_value()) {
       target = &*r.eventfds[i];
     }
-    if (target != nullptr && emulated && vector.masked) {
-      uint64_t mask = vector.mask_token;
-      if (mask == 0) {
-        absl::StatusOr<uint64_t> token = AddDaemonFdLocked(r.index, v, FdKind::kMask);
-        if (!token.ok()) {
-          discard();
-          return Prefixed("SetIrqs", token.status());
-        }
-        created.push_back(*token);
-        mask = *token;
-      }
-      new_mask[i] = mask;
-      set.eventfds[i] = DaemonFdLocked(mask);
-    } else {
-      set.eventfds[i] = target;
+    absl::StatusOr<const EventFd*> fd =
+        MaskedBackendFdLocked(index, v, target, plan.created, &plan.new_mask[i]);
+    if (!fd.ok()) {
+      DiscardLocked(plan.created);
+      return Prefixed("SetIrqs", fd.status());
     }
+    plan.set.eventfds[i] = *fd;
   }
+  return absl::OkStatus();
+}
 
-  absl::Status status = backend_->SetIrqs(set);
-  if (!status.ok()) {
-    discard();
-    if (emulated && index.enabled) RestoreBackendLocked(r.index, r.start, r.count);
-    return BackendError(r, status);
-  }
-
-  // Commit.
+void IrqManager::CommitTriggerLocked(IrqRequest& r, const TriggerPlan& plan,
+                                     std::vector<IrqEvent>& events) {
+  Index& index = indexes_[Raw(r.index)];
   for (uint32_t i = 0; i < r.count; ++i) {
     const uint32_t v = r.start + i;
     Vector& vector = index.vectors[v];
     if (vector.watch_token != 0) RetireWatchLocked(index, v, events);
     vector.client.reset();
-    if (watch) {
-      vector.watch_token = new_watch[i];
+    if (r.data == Data::kWatch) {
+      vector.watch_token = plan.new_watch[i];
       vector.trigger = Trigger::kWatch;
     } else if (r.eventfds[i].has_value()) {
       vector.client = std::move(r.eventfds[i]);
@@ -425,9 +441,9 @@ absl::Status IrqManager::SetTriggerLocked(IrqRequest& r, std::vector<IrqEvent>& 
     } else {
       vector.trigger = Trigger::kNone;
     }
-    if (vector.mask_token != new_mask[i]) {
+    if (vector.mask_token != plan.new_mask[i]) {
       if (vector.mask_token != 0) RetireMaskLocked(index, v);
-      vector.mask_token = new_mask[i];
+      vector.mask_token = plan.new_mask[i];
     }
   }
   if (r.index == IrqIndex::kErr || r.index == IrqIndex::kReq) {
@@ -439,118 +455,10 @@ absl::Status IrqManager::SetTriggerLocked(IrqRequest& r, std::vector<IrqEvent>& 
   } else {
     index.enabled = true;
   }
-  return absl::OkStatus();
 }
 
-absl::Status IrqManager::EmulateMaskLocked(const IrqRequest& r) {
-  Index& index = indexes_[Raw(r.index)];
-  const bool mask = r.action == IrqAction::kMask;
-
-  // Which vectors change, and for those with a trigger, what the backend must signal instead.
-  std::vector<bool> selected(r.count, false);
-  std::vector<bool> repoint(r.count, false);
-  std::vector<uint64_t> new_mask(r.count, 0);
-  std::vector<const EventFd*> new_fd(r.count, nullptr);
-  std::vector<uint64_t> created;
-  auto discard = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (uint64_t token : created) RemoveDaemonFdLocked(token);
-  };
-  uint32_t lo = 0;
-  uint32_t hi = 0;
-  bool any = false;
-  for (uint32_t i = 0; i < r.count; ++i) {
-    if (r.data == Data::kBool && !r.bools[i]) continue;
-    const uint32_t v = r.start + i;
-    const Vector& vector = index.vectors[v];
-    if (vector.masked == mask) continue;
-    selected[i] = true;
-    if (vector.trigger == Trigger::kNone) continue;  // nothing to re-point
-    if (mask) {
-      absl::StatusOr<uint64_t> token = AddDaemonFdLocked(r.index, v, FdKind::kMask);
-      if (!token.ok()) {
-        discard();
-        return Prefixed("SetIrqs", token.status());
-      }
-      created.push_back(*token);
-      new_mask[i] = *token;
-      new_fd[i] = DaemonFdLocked(*token);
-    } else {
-      new_fd[i] = TargetFdLocked(vector);
-    }
-    repoint[i] = true;
-    if (!any) lo = v;
-    hi = v;
-    any = true;
-  }
-
-  if (any) {
-    // One backend call over the span of re-pointed vectors; the ones in between keep what they
-    // have.
-    IrqSet set;
-    set.index = r.index;
-    set.start = lo;
-    set.count = hi - lo + 1;
-    set.action = IrqAction::kTrigger;
-    set.data = IrqSet::Data::kEventfd;
-    set.eventfds.reserve(set.count);
-    for (uint32_t v = lo; v <= hi; ++v) {
-      const uint32_t i = v - r.start;
-      set.eventfds.push_back(repoint[i] ? new_fd[i] : BackendFdLocked(index, v));
-    }
-    absl::Status status = backend_->SetIrqs(set);
-    if (!status.ok()) {
-      discard();
-      RestoreBackendLocked(r.index, lo, hi - lo + 1);
-      return BackendError(r, status);
-    }
-  }
-
-  std::vector<bool> deliver(r.count, false);
-  bool any_pending = false;
-  for (uint32_t i = 0; i < r.count; ++i) {
-    if (!selected[i]) continue;
-    const uint32_t v = r.start + i;
-    Vector& vector = index.vectors[v];
-    if (mask) {
-      vector.masked = true;
-      vector.mask_token = new_mask[i];
-      continue;
-    }
-    vector.masked = false;
-    // The backend signals the target again; whatever reached the private eventfd meanwhile is
-    // pending and is delivered once.
-    if (vector.mask_token != 0) RetireMaskLocked(index, v);
-    if (vector.pending) {
-      vector.pending = false;
-      deliver[i] = TargetFdLocked(vector) != nullptr;
-      any_pending = any_pending || deliver[i];
-    }
-  }
-  if (any_pending) DeliverPendingLocked(r.index, r.start, deliver);
-  return absl::OkStatus();
-}
-
-void IrqManager::DeliverPendingLocked(IrqIndex index, uint32_t start,
-                                      const std::vector<bool>& deliver) {
-  // A loopback trigger (SET_IRQS TRIGGER with bools): the backend signals the vectors' triggers,
-  // which point at their targets again. The daemon never writes a client's eventfd itself: the
-  // kernel's eventfd_signal() cannot block, whatever the client did to the counter or its flags.
-  const auto first = std::find(deliver.begin(), deliver.end(), true);
-  const auto last = std::find(deliver.rbegin(), deliver.rend(), true).base();
-  IrqSet set;
-  set.index = index;
-  set.start = start + static_cast<uint32_t>(first - deliver.begin());
-  set.count = static_cast<uint32_t>(last - first);
-  set.action = IrqAction::kTrigger;
-  set.data = IrqSet::Data::kBool;
-  set.bools.assign(first, last);
-  absl::Status status = backend_->SetIrqs(set);
-  if (!status.ok()) {
-    LogWarning("SetIrqs: cannot deliver pending interrupts",
-               {{"index", IrqIndexName(index)},
-                {"vectors", absl::StrCat("[", set.start, ", ", set.start + set.count, ")")},
-                {"error", status.ToString()}});
-  }
+void IrqManager::DiscardLocked(const std::vector<uint64_t>& tokens) {
+  for (uint64_t token : tokens) RemoveDaemonFdLocked(token);
 }
 
 absl::Status IrqManager::BackendMaskLocked(IrqRequest& r) {
@@ -646,35 +554,6 @@ const EventFd* IrqManager::TargetFdLocked(const Vector& vector) const {
   return nullptr;
 }
 
-const EventFd* IrqManager::BackendFdLocked(const Index& index, uint32_t v) const {
-  const Vector& vector = index.vectors[v];
-  const EventFd* target = TargetFdLocked(vector);
-  if (target != nullptr && IsEmulated(index.info.index) && vector.masked) {
-    return DaemonFdLocked(vector.mask_token);
-  }
-  return target;
-}
-
-void IrqManager::RestoreBackendLocked(IrqIndex which, uint32_t start, uint32_t count) {
-  const Index& index = indexes_[Raw(which)];
-  IrqSet set;
-  set.index = which;
-  set.start = start;
-  set.count = count;
-  set.action = IrqAction::kTrigger;
-  set.data = IrqSet::Data::kEventfd;
-  for (uint32_t v = start; v < start + count; ++v)
-    set.eventfds.push_back(BackendFdLocked(index, v));
-  absl::Status status = backend_->SetIrqs(set);
-  if (!status.ok()) {
-    LogError("SetIrqs: cannot restore the triggers after a failed request",
-             {{"index", IrqIndexName(which)},
-              {"start", absl::StrCat(start)},
-              {"count", absl::StrCat(count)},
-              {"error", status.ToString()}});
-  }
-}
-
 absl::StatusOr<uint64_t> IrqManager::AddDaemonFdLocked(IrqIndex index, uint32_t vector,
                                                        FdKind kind) {
   if (!epoll_.valid()) {
@@ -727,12 +606,6 @@ void IrqManager::RetireWatchLocked(Index& index, uint32_t v, std::vector<IrqEven
   const uint64_t count = RemoveDaemonFdLocked(vector.watch_token);
   vector.watch_token = 0;
   if (count > 0) RecordWatchLocked(index.info.index, v, count, events);
-}
-
-void IrqManager::RetireMaskLocked(Index& index, uint32_t v) {
-  Vector& vector = index.vectors[v];
-  if (RemoveDaemonFdLocked(vector.mask_token) > 0) vector.pending = true;
-  vector.mask_token = 0;
 }
 
 void IrqManager::WatcherLoop() {

@@ -3,7 +3,8 @@
 // masking, and runs the WatchIrqs machinery (daemon-owned eventfds read by a watcher thread and
 // fanned out to subscriptions).
 //
-// SetIrqs contract (the VFIO model; every check happens before the backend is called, and a
+// SetIrqs contract (the VFIO model: the shape rules are DeviceBackend's CheckIrqSet*, the rest is
+// the device model's policy; every check happens before the backend is called, and a
 // request that fails leaves the manager's state unchanged and closes every eventfd it carried,
 // since the request owns them):
 //   - index: a value outside IrqIndex is INVALID_ARGUMENT; an index whose info count is 0 (the
@@ -38,9 +39,10 @@
 // signal there sets the vector's pending bit), UNMASK points it back at the client's (or watch)
 // eventfd and, if the vector was pending, has the backend signal it once (a loopback trigger:
 // the daemon never writes a client's eventfd itself, so a client cannot block it there). A
-// masked vector with no trigger just remembers the mask. INTx masking is the backend's (maskable
-// and automasked); for a watched INTx the manager marks the vector masked when it sees the
-// interrupt (automask).
+// masked vector with no trigger just remembers the mask. INTx masking is the backend's
+// (maskable and automasked); for a watched INTx the manager marks the vector masked when it
+// sees the interrupt (automask). The emulation lives apart from the trigger and watch
+// machinery, in irq_mask_emulation.cc (plan, re-point, commit).
 //
 // State: `delivered` counts the interrupts the daemon itself read from watch eventfds
 // (cumulative for the life of the manager; the daemon cannot see interrupts that go straight to
@@ -156,30 +158,67 @@ class IrqManager {
   absl::Status SetIrqsLocked(IrqRequest& request, std::vector<IrqEvent>& events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ValidateLocked(const IrqRequest& request) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  absl::Status SetTriggerLocked(IrqRequest& request, std::vector<IrqEvent>& events)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status EmulateMaskLocked(const IrqRequest& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ValidateTriggerLocked(const IrqRequest& request) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::Status ValidateMaskLocked(const IrqRequest& request) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::Status LoopbackLocked(const IrqRequest& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status BackendMaskLocked(IrqRequest& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Has the backend signal, once, the target of each vector start + i with deliver[i] (at least
-  // one): a loopback trigger over their span. Failures are logged.
-  void DeliverPendingLocked(IrqIndex index, uint32_t start, const std::vector<bool>& deliver)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Disables `index` in the backend (when it is enabled) and clears its state. With `force`,
   // the state is cleared even when the backend fails (the failure is still returned).
   absl::Status DisableIndexLocked(IrqIndex index, bool force, std::vector<IrqEvent>& events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // TRIGGER with eventfds or watch (irq_manager.cc): prepare every daemon eventfd, one backend
+  // call, then commit. A failure leaves the state as it was.
+  struct TriggerPlan;
+  absl::Status SetTriggerLocked(IrqRequest& request, std::vector<IrqEvent>& events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PrepareTriggerLocked(const IrqRequest& request, TriggerPlan& plan)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CommitTriggerLocked(IrqRequest& request, const TriggerPlan& plan,
+                           std::vector<IrqEvent>& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // MSI/MSI-X mask emulation (irq_mask_emulation.cc).
+  struct MaskPlan;
+  // MASK/UNMASK on MSI/MSI-X: plan, re-point the backend, commit.
+  absl::Status EmulateMaskLocked(const IrqRequest& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Which vectors change and what the backend must signal instead (creates the private
+  // eventfds for MASK; `plan.created` lists them for DiscardLocked).
+  absl::Status PlanMaskLocked(const IrqRequest& request, MaskPlan& plan)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One backend call over the span of re-pointed vectors.
+  absl::Status RepointLocked(const IrqRequest& request, const MaskPlan& plan)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CommitMaskLocked(const IrqRequest& request, const MaskPlan& plan)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // For a new trigger `target` of (index, vector): a masked MSI/MSI-X vector gets its private
+  // eventfd (created when it has none; its token goes to `created` and `*mask_token`), others
+  // the target itself.
+  absl::StatusOr<const EventFd*> MaskedBackendFdLocked(const Index& index, uint32_t vector,
+                                                       const EventFd* target,
+                                                       std::vector<uint64_t>& created,
+                                                       uint64_t* mask_token)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Has the backend signal, once, the target of each vector start + i with deliver[i] (at least
+  // one): a loopback trigger over their span. Failures are logged.
+  void DeliverPendingLocked(IrqIndex index, uint32_t start, const std::vector<bool>& deliver)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The eventfd the backend should signal for `vector` given the manager's state: nullptr
   // without a trigger, the private mask eventfd for a masked MSI/MSI-X vector, the target
   // otherwise.
   const EventFd* BackendFdLocked(const Index& index, uint32_t vector) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // The client's or the watch eventfd of `vector` (nullptr without a trigger).
-  const EventFd* TargetFdLocked(const Vector& vector) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Best effort after a failed backend call on an enabled MSI/MSI-X index (the kernel tears the
   // vectors it already set down): points [start, start + count) back at the current state.
   void RestoreBackendLocked(IrqIndex index, uint32_t start, uint32_t count)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the private mask eventfd of `vector`; what it counted becomes the pending bit.
+  void RetireMaskLocked(Index& index, uint32_t vector) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // The client's or the watch eventfd of `vector` (nullptr without a trigger).
+  const EventFd* TargetFdLocked(const Vector& vector) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // "SetIrqs: <request>: <backend message>", with the backend's code.
+  static absl::Status BackendError(const IrqRequest& request, const absl::Status& status);
 
   // Creates a daemon eventfd, registers it in epoll and returns its token.
   absl::StatusOr<uint64_t> AddDaemonFdLocked(IrqIndex index, uint32_t vector, FdKind kind)
@@ -193,8 +232,8 @@ class IrqManager {
   // Drops the watch eventfd of `vector`, delivering the interrupts it still counted.
   void RetireWatchLocked(Index& index, uint32_t vector, std::vector<IrqEvent>& events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops the private mask eventfd of `vector`; what it counted becomes the pending bit.
-  void RetireMaskLocked(Index& index, uint32_t vector) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes the daemon eventfds of a plan that is not committed.
+  void DiscardLocked(const std::vector<uint64_t>& tokens) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Pushes events to every live subscription whose filter matches. Called without mu_.
   void Deliver(const std::vector<IrqEvent>& events) ABSL_LOCKS_EXCLUDED(mu_);

@@ -56,7 +56,12 @@
 //   - Reset ("edu,reset" only) returns edu's registers to power-on and cancels pending work;
 //     config space keeps its state, as it does under the kernel's save/restore around a reset.
 //
-// Threading: every method is thread-safe (one mutex). One worker thread per backend completes
+// Structure: sim_backend.cc holds the device, the region accesses and the worker; the kernel's
+// parts around the device are separate classes, all guarded by the backend's one mutex:
+// SimConfigSpace (sim_config_space.h, vfio_pci_config.c), SimInterrupts (sim_interrupts.h,
+// vfio_pci_intrs.c) and SimIommu (sim_iommu.h, vfio_iommu_type1.c).
+//
+// Threading: every method is thread-safe (one absl::Mutex). One worker thread per backend completes
 // the device's timed work (factorial, DMA) and watches the INTx resample eventfd; Start()
 // creates it and its wake eventfd (nothing before: the daemon's jail forks and unshares, which
 // needs a single-threaded process), and the destructor joins it. Before Start() every method

@@ -16,10 +16,11 @@ namespace vfiod {
 
 // The buffer for `set`: argsz = sizeof(vfio_irq_set) + count * element size (checked: it must
 // fit in 32 bits), flags = one DATA_* bit | one ACTION_* bit, index, start, count, then the
-// data; a nullptr eventfd becomes -1. INVALID_ARGUMENT when the data does not match the count
-// (bools or eventfds of a size other than count, values attached to DATA_NONE), for an
-// unknown action or data kind, or when start + count overflows; the kernel validates the rest
-// (index, ranges, actions the index supports). Because the data always has `count` elements,
+// data; a nullptr eventfd becomes -1. INVALID_ARGUMENT when DeviceBackend's shape rules that
+// need no device facts fail (CheckIrqSetData: the data does not match the count, values
+// attached to DATA_NONE, an unknown action or data kind; CheckIrqSetEnd: start + count
+// reaches 2^32 - 1, which the kernel refuses); the kernel validates the rest (index, ranges,
+// actions the index supports). Because the data always has `count` elements,
 // the kernel never reads beyond the buffer.
 absl::StatusOr<std::vector<uint8_t>> EncodeIrqSet(const IrqSet& set);
 
