@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/base/format.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/pci/config_space.h"
@@ -14,16 +15,6 @@
 #include "daemon/pci/irq_manager.h"
 
 namespace vfiod {
-namespace {
-
-std::string Hex(uint64_t value) { return absl::StrCat("0x", absl::Hex(value)); }
-
-absl::Status Annotate(const absl::Status& status, absl::string_view prefix) {
-  if (status.ok()) return status;
-  return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
-}
-
-}  // namespace
 
 // Lock order: device_mu, then the DmaSpace's and the IrqManager's own locks. device_mu is
 // shared by config reads and by BAR/ROM reads and writes, and exclusive for config writes (which

@@ -12,13 +12,12 @@
 #include "absl/strings/string_view.h"
 #include "daemon/backend/device_backend.h"
 #include "daemon/base/event_fd.h"
+#include "daemon/base/format.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/pci/irq_types.h"
 
 namespace vfiod::vfio_user {
 namespace {
-
-std::string Hex(uint64_t value) { return absl::StrCat("0x", absl::Hex(value)); }
 
 absl::Status Invalid(const char* operation, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(operation, ": ", what));
