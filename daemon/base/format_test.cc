@@ -17,9 +17,7 @@ TEST(AnnotateTest, PrefixesMessageAndKeepsCode) {
   EXPECT_EQ(annotated.message(), "ReadRegion: no such BAR");
 }
 
-TEST(AnnotateTest, OkStaysOk) {
-  EXPECT_TRUE(Annotate(absl::OkStatus(), "ReadRegion").ok());
-}
+TEST(AnnotateTest, OkStaysOk) { EXPECT_TRUE(Annotate(absl::OkStatus(), "ReadRegion").ok()); }
 
 }  // namespace
 }  // namespace vfiod
