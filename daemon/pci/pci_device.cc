@@ -68,11 +68,7 @@ absl::StatusOr<const RegionInfo*> PciDevice::State::CheckRegionAccess(
                                                    " is not between 1 and ",
                                                    limits.max_region_access_bytes, " bytes"));
   }
-  if (offset > region.size || size > region.size - offset) {
-    return absl::OutOfRangeError(absl::StrCat(operation, ": offset ", Hex(offset), " + size ", size,
-                                              " is beyond region ", index, " of ", Hex(region.size),
-                                              " bytes"));
-  }
+  VFIOD_RETURN_IF_ERROR(CheckRegionBounds(operation, region, offset, size));
   return &region;
 }
 

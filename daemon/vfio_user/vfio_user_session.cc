@@ -487,11 +487,7 @@ absl::StatusOr<RegionAccessPayload> VfioUserSession::CheckRegionAccess(
     return Invalid(operation, absl::StrCat("region ", access.region, " does not exist"));
   }
   const RegionInfo& region = regions[access.region];
-  if (access.offset > region.size || access.count > region.size - access.offset) {
-    return Invalid(operation, absl::StrCat("offset ", Hex(access.offset), " + count ",
-                                           access.count, " is beyond region ", access.region,
-                                           " of ", Hex(region.size), " bytes"));
-  }
+  VFIOD_RETURN_IF_ERROR(CheckRegionBounds(operation, region, access.offset, access.count));
   return access;
 }
 
