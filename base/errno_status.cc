@@ -1,4 +1,4 @@
-#include "daemon/base/errno_status.h"
+#include "base/errno_status.h"
 
 #include <cerrno>
 #include <cstring>
