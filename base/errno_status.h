@@ -2,9 +2,8 @@
 #ifndef VFIOD_BASE_ERRNO_STATUS_H_
 #define VFIOD_BASE_ERRNO_STATUS_H_
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace vfiod {
 

@@ -3,7 +3,7 @@
 #include <linux/vfio.h>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/base/format.h"
+#include "base/format.h"
 
 namespace vfiod {
 

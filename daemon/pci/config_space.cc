@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/base/format.h"
+#include "base/format.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/status_macros.h"
 

@@ -13,8 +13,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/format.h"
 #include "daemon/base/errno_status.h"
-#include "daemon/base/format.h"
 #include "daemon/base/logging.h"
 
 namespace vfiod {

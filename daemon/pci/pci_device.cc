@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "daemon/base/format.h"
+#include "base/format.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/pci/config_space.h"

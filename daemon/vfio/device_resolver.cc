@@ -16,8 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "base/format.h"
 #include "daemon/base/errno_status.h"
-#include "daemon/base/format.h"
 #include "daemon/base/status_macros.h"
 
 namespace vfiod {

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/format.h"
 #include "daemon/base/errno_status.h"
-#include "daemon/base/format.h"
 #include "daemon/vfio_user/protocol.h"
 
 namespace vfiod::vfio_user {

@@ -10,9 +10,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "base/format.h"
 #include "daemon/backend/device_backend.h"
 #include "daemon/base/event_fd.h"
-#include "daemon/base/format.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/pci/irq_types.h"
 

@@ -60,7 +60,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/base/format.h"
+#include "base/format.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/owner_cleanup.h"
 #include "daemon/base/unique_fd.h"

@@ -1,6 +1,6 @@
-// Small text helpers for status messages, shared by every daemon layer.
-#ifndef VFIOD_DAEMON_BASE_FORMAT_H_
-#define VFIOD_DAEMON_BASE_FORMAT_H_
+// Small text helpers for status messages, shared by every daemon layer and the client library.
+#ifndef VFIOD_BASE_FORMAT_H_
+#define VFIOD_BASE_FORMAT_H_
 
 #include <cstdint>
 #include <string>
@@ -23,4 +23,4 @@ inline absl::Status Annotate(const absl::Status& status, absl::string_view prefi
 
 }  // namespace vfiod
 
-#endif  // VFIOD_DAEMON_BASE_FORMAT_H_
+#endif  // VFIOD_BASE_FORMAT_H_
