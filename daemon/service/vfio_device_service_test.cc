@@ -1,5 +1,5 @@
 // VfioDeviceService against a fake device, in-process: the handlers are called directly, the
-// calling connection comes from a Transport stand-in, and sessions, roles and fd tokens are the
+// calling connection comes from FakeTransport, and sessions, roles and fd tokens are the
 // real SessionManager's.
 #include "daemon/service/vfio_device_service.h"
 
@@ -21,6 +21,7 @@
 #include "daemon/pci/fake_backend.h"
 #include "daemon/pci/pci_device.h"
 #include "daemon/service/session_manager.h"
+#include "daemon/transport/fake_transport.h"
 #include "daemon/transport/transport.h"
 #include "gtest/gtest.h"
 
@@ -32,26 +33,6 @@ constexpr uid_t kObserverUid = 2000;
 constexpr uint32_t kMaxFdTokens = 4;
 constexpr uint64_t kBarSize = 0x1000;
 constexpr uint64_t kMemorySize = 0x2000;
-
-// The transport as the service sees it. A grpc::ServerContext made outside a call has no peer
-// (peer() is empty), so every call comes from the connection the test names with set_caller();
-// nullopt stands for a connection the transport does not know.
-class TestTransport final : public Transport {
- public:
-  absl::Status Start(grpc::Server*) override { return absl::OkStatus(); }
-  std::vector<UniqueFd*> FdsForJail() override { return {}; }
-  std::optional<ConnectionId> ConnectionForPeer(absl::string_view) const override {
-    return caller_;
-  }
-  void CloseFdChannel(FdChannelId id) override { closed_.push_back(id); }
-  void Shutdown() override {}
-
-  void set_caller(std::optional<ConnectionId> caller) { caller_ = caller; }
-
- private:
-  std::optional<ConnectionId> caller_;
-  std::vector<FdChannelId> closed_;
-};
 
 // A sealed memfd of `size` bytes, as a VMM registers guest memory.
 UniqueFd MakeMemfd(uint64_t size) {
@@ -192,7 +173,7 @@ class VfioDeviceServiceTest : public ::testing::Test {
   FakeBackend* backend_ = nullptr;
   DeviceLimits limits_;
   std::unique_ptr<PciDevice> device_;
-  TestTransport transport_;
+  FakeTransport transport_;
   SessionManager sessions_;
   std::unique_ptr<VfioDeviceService> service_;
   grpc::ServerContext context_;
