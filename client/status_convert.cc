@@ -1,7 +1,5 @@
 #include "client/status_convert.h"
 
-#include "absl/strings/str_cat.h"
-
 namespace vfiod::client {
 
 absl::StatusCode StatusCodeFromInt(uint32_t code) {
@@ -15,11 +13,6 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   return absl::Status(StatusCodeFromInt(static_cast<uint32_t>(status.error_code())),
                       status.error_message());
-}
-
-absl::Status Annotate(const absl::Status& status, absl::string_view context) {
-  if (status.ok()) return status;
-  return absl::Status(status.code(), absl::StrCat(context, ": ", status.message()));
 }
 
 }  // namespace vfiod::client

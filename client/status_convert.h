@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "base/format.h"
 #include "grpcpp/support/status.h"
 
 namespace vfiod::client {
@@ -19,8 +20,8 @@ absl::StatusCode StatusCodeFromInt(uint32_t code);
 // The absl form of a gRPC status: same code, the server's message.
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
-// `status` with "`context`: " prepended to its message; OK stays OK.
-absl::Status Annotate(const absl::Status& status, absl::string_view context);
+// `status` with "<context>: " prepended to its message; OK stays OK (base/format.h).
+using ::vfiod::Annotate;
 
 }  // namespace vfiod::client
 

@@ -12,8 +12,6 @@
 
 namespace vfiod::cli {
 
-std::string Hex(uint64_t value) { return absl::StrFormat("0x%x", value); }
-
 const char* YesNo(bool value) { return value ? "yes" : "no"; }
 
 std::string IrqIndexName(int index) {

@@ -7,12 +7,13 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "base/format.h"
 #include "proto/vfiod/v1/vfiod.pb.h"
 
 namespace vfiod::cli {
 
-// "0x1f".
-std::string Hex(uint64_t value);
+// "0x1f" (base/format.h).
+using ::vfiod::Hex;
 const char* YesNo(bool value);
 
 // "MSI", "INTX"; the number for an index the proto does not name.

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "base/format.h"
 
 namespace vfiod {
 
@@ -20,6 +21,16 @@ static_assert(static_cast<uint32_t>(IrqIndex::kMsix) == VFIO_PCI_MSIX_IRQ_INDEX)
 static_assert(static_cast<uint32_t>(IrqIndex::kErr) == VFIO_PCI_ERR_IRQ_INDEX);
 static_assert(static_cast<uint32_t>(IrqIndex::kReq) == VFIO_PCI_REQ_IRQ_INDEX);
 static_assert(kNumPciIrqIndexes == VFIO_PCI_NUM_IRQS);
+
+absl::Status CheckRegionBounds(absl::string_view op, const RegionInfo& region, uint64_t offset,
+                               uint64_t size) {
+  if (offset > region.size || size > region.size - offset) {
+    return absl::OutOfRangeError(absl::StrCat(op, ": offset ", Hex(offset), " + size ", size,
+                                              " is beyond region ", region.index, " of ",
+                                              Hex(region.size), " bytes"));
+  }
+  return absl::OkStatus();
+}
 
 std::string IrqIndexName(IrqIndex index) {
   switch (index) {

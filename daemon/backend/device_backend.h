@@ -68,6 +68,12 @@ struct RegionInfo {
   bool msix_mappable = false;  // VFIO_REGION_INFO_CAP_MSIX_MAPPABLE
 };
 
+// The bounds rule of every region access, in one place for the backends, the device model and
+// vfio-user: OK when [offset, offset + size) lies inside `region` (computed without overflow);
+// otherwise OUT_OF_RANGE "<op>: offset 0x.. + size N is beyond region I of 0x.. bytes".
+absl::Status CheckRegionBounds(absl::string_view op, const RegionInfo& region, uint64_t offset,
+                               uint64_t size);
+
 struct IrqInfo {
   IrqIndex index = IrqIndex::kIntx;
   uint32_t count = 0;  // 0: the index does not exist on this device

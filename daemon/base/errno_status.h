@@ -1,19 +1,8 @@
-// Conversion of errno values into absl::Status at the system call that failed.
+// The daemon's ErrnoError is the one shared with the client library: base/errno_status.h. This
+// header keeps daemon code including it from daemon/base.
 #ifndef VFIOD_DAEMON_BASE_ERRNO_STATUS_H_
 #define VFIOD_DAEMON_BASE_ERRNO_STATUS_H_
 
-#include "absl/strings/string_view.h"
-
-#include "absl/status/status.h"
-
-namespace vfiod {
-
-// A status for a failed system call: the code follows the errno (EINVAL -> INVALID_ARGUMENT,
-// ENOENT -> NOT_FOUND, EPERM/EACCES -> PERMISSION_DENIED, EEXIST -> ALREADY_EXISTS,
-// ENOMEM/ENOSPC/EMFILE/ENFILE/EAGAIN -> RESOURCE_EXHAUSTED, EBUSY -> FAILED_PRECONDITION,
-// otherwise INTERNAL), and the message reads "<call>: <strerror> (errno <n>)".
-absl::Status ErrnoError(int error_number, absl::string_view call);
-
-}  // namespace vfiod
+#include "base/errno_status.h"  // IWYU pragma: export
 
 #endif  // VFIOD_DAEMON_BASE_ERRNO_STATUS_H_

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/format.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/status_macros.h"
 
@@ -16,12 +17,6 @@ constexpr uint32_t kBarIoMask = static_cast<uint32_t>(PCI_BASE_ADDRESS_IO_MASK);
 constexpr uint32_t kBarMemMask = static_cast<uint32_t>(PCI_BASE_ADDRESS_MEM_MASK);
 constexpr uint32_t kRomMask = PCI_ROM_ADDRESS_MASK;
 constexpr size_t kRomSlot = 6;
-
-std::string Hex(uint64_t value) { return absl::StrCat("0x", absl::Hex(value)); }
-
-absl::Status Annotate(const absl::Status& status, absl::string_view prefix) {
-  return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
-}
 
 uint8_t Byte(absl::Span<const uint8_t> config, size_t offset) { return config[offset]; }
 uint16_t Word(absl::Span<const uint8_t> config, size_t offset) {

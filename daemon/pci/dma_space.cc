@@ -13,13 +13,12 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/format.h"
 #include "daemon/base/errno_status.h"
 #include "daemon/base/logging.h"
 
 namespace vfiod {
 namespace {
-
-std::string Hex(uint64_t value) { return absl::StrCat("0x", absl::Hex(value)); }
 
 // "[0x1000, 0x1fff]": an inclusive IOVA range.
 std::string Range(uint64_t first, uint64_t last) {
@@ -27,10 +26,6 @@ std::string Range(uint64_t first, uint64_t last) {
 }
 
 uint64_t LastIova(const DmaMapRequest& m) { return m.iova + (m.size - 1); }
-
-absl::Status Annotate(const absl::Status& status, absl::string_view prefix) {
-  return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
-}
 
 uint32_t MappingLimit(const DeviceLimits& limits, const IommuInfo& iommu) {
   // 0 means the kernel did not report VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL; its own limit applies.

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "base/format.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/pci/config_space.h"
@@ -14,16 +15,6 @@
 #include "daemon/pci/irq_manager.h"
 
 namespace vfiod {
-namespace {
-
-std::string Hex(uint64_t value) { return absl::StrCat("0x", absl::Hex(value)); }
-
-absl::Status Annotate(const absl::Status& status, absl::string_view prefix) {
-  if (status.ok()) return status;
-  return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
-}
-
-}  // namespace
 
 // Lock order: device_mu, then the DmaSpace's and the IrqManager's own locks. device_mu is
 // shared by config reads and by BAR/ROM reads and writes, and exclusive for config writes (which
@@ -77,11 +68,7 @@ absl::StatusOr<const RegionInfo*> PciDevice::State::CheckRegionAccess(
                                                    " is not between 1 and ",
                                                    limits.max_region_access_bytes, " bytes"));
   }
-  if (offset > region.size || size > region.size - offset) {
-    return absl::OutOfRangeError(absl::StrCat(operation, ": offset ", Hex(offset), " + size ", size,
-                                              " is beyond region ", index, " of ", Hex(region.size),
-                                              " bytes"));
-  }
+  VFIOD_RETURN_IF_ERROR(CheckRegionBounds(operation, region, offset, size));
   return &region;
 }
 

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "base/format.h"
 #include "daemon/base/errno_status.h"
 #include "daemon/base/status_macros.h"
 
@@ -38,10 +39,6 @@ absl::StatusOr<std::string> ReadLink(const std::string& path) {
 absl::string_view Basename(absl::string_view path) {
   const size_t slash = path.rfind('/');
   return slash == absl::string_view::npos ? path : path.substr(slash + 1);
-}
-
-absl::Status Prefixed(const absl::Status& status, absl::string_view prefix) {
-  return absl::Status(status.code(), absl::StrCat(prefix, status.message()));
 }
 
 absl::Status BadArgument(absl::string_view device, absl::string_view why) {
@@ -95,7 +92,7 @@ absl::StatusOr<PciAddress> VfioDeviceResolver::ParseDeviceArgument(absl::string_
   if (device.size() > kMaxDeviceArgument) return BadArgument(device.substr(0, 64), "too long");
   if (!absl::StartsWith(device, "/")) {
     absl::StatusOr<PciAddress> address = ParsePciAddress(device);
-    if (!address.ok()) return Prefixed(address.status(), "device: ");
+    if (!address.ok()) return Annotate(address.status(), "device");
     return address;
   }
   if (!absl::StartsWith(device, kSysPrefix)) return BadArgument(device, "not a path under /sys");
@@ -115,7 +112,7 @@ absl::StatusOr<PciAddress> VfioDeviceResolver::ParseDeviceArgument(absl::string_
     return BadArgument(device, "not /sys/bus/pci/devices/<address> or /sys/devices/.../<address>");
   }
   absl::StatusOr<PciAddress> address = ParsePciAddress(parts.back());
-  if (!address.ok()) return Prefixed(address.status(), "device: last path component: ");
+  if (!address.ok()) return Annotate(address.status(), "device: last path component");
   if (parts.back() != address->ToString()) {
     return BadArgument(device, absl::StrCat("sysfs names the device ", address->ToString()));
   }
@@ -125,10 +122,10 @@ absl::StatusOr<PciAddress> VfioDeviceResolver::ParseDeviceArgument(absl::string_
     const std::string canonical = DevicePath(address->ToString());
     struct stat given_stat, canonical_stat;
     if (::stat(given.c_str(), &given_stat) != 0) {
-      return Prefixed(ErrnoError(errno, absl::StrCat("stat ", given)), "device: ");
+      return Annotate(ErrnoError(errno, absl::StrCat("stat ", given)), "device");
     }
     if (::stat(canonical.c_str(), &canonical_stat) != 0) {
-      return Prefixed(ErrnoError(errno, absl::StrCat("stat ", canonical)), "device: ");
+      return Annotate(ErrnoError(errno, absl::StrCat("stat ", canonical)), "device");
     }
     if (given_stat.st_dev != canonical_stat.st_dev || given_stat.st_ino != canonical_stat.st_ino) {
       return BadArgument(device, absl::StrCat("not the same sysfs node as ", canonical));
@@ -161,7 +158,7 @@ absl::StatusOr<ResolvedDevice> VfioDeviceResolver::Resolve(absl::string_view dev
     if (error == ENOENT) {
       return absl::NotFoundError(absl::StrCat("no PCI device ", name, ": ", status.message()));
     }
-    return Prefixed(status, absl::StrCat("PCI device ", name, ": "));
+    return Annotate(status, absl::StrCat("PCI device ", name));
   }
 
   const std::string group_link = absl::StrCat(resolved.sysfs_path, "/iommu_group");
@@ -173,14 +170,14 @@ absl::StatusOr<ResolvedDevice> VfioDeviceResolver::Resolve(absl::string_view dev
           "): VFIO needs an IOMMU (enable VT-d/AMD-Vi in firmware and intel_iommu=on or "
           "amd_iommu=on on the kernel command line; in QEMU add -device intel-iommu,intremap=on)"));
     }
-    return Prefixed(group_target.status(), absl::StrCat(name, ": IOMMU group: "));
+    return Annotate(group_target.status(), absl::StrCat(name, ": IOMMU group"));
   }
   absl::StatusOr<uint32_t> group = ParseIommuGroupLink(*group_target);
-  if (!group.ok()) return Prefixed(group.status(), absl::StrCat(name, ": ", group_link, ": "));
+  if (!group.ok()) return Annotate(group.status(), absl::StrCat(name, ": ", group_link));
   resolved.iommu_group = *group;
 
   absl::StatusOr<std::string> bound = BoundDriver(resolved.sysfs_path);
-  if (!bound.ok()) return Prefixed(bound.status(), absl::StrCat(name, ": bound driver: "));
+  if (!bound.ok()) return Annotate(bound.status(), absl::StrCat(name, ": bound driver"));
   const std::string& driver = *bound;
   if (driver != kVfioPciDriver) {
     const std::string rebind = absl::StrCat(

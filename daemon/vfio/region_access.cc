@@ -28,12 +28,7 @@ absl::Status CheckRegionAccess(absl::string_view op, const RegionInfo& region, u
                                                     write ? "writable" : "readable", " (size 0x",
                                                     absl::Hex(region.size), ")"));
   }
-  if (offset > region.size || size > region.size - offset) {
-    return absl::OutOfRangeError(absl::StrCat(op, ": region ", region.index, " offset 0x",
-                                              absl::Hex(offset), " size ", size,
-                                              " is beyond its size 0x", absl::Hex(region.size)));
-  }
-  return absl::OkStatus();
+  return CheckRegionBounds(op, region, offset, size);
 }
 
 }  // namespace vfiod

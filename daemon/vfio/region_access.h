@@ -37,9 +37,9 @@ struct AccessChunk {
 std::vector<AccessChunk> SplitRegionAccess(uint64_t offset, uint64_t size);
 
 // DeviceBackend's rules for an access to `region`: PERMISSION_DENIED without the read (write)
-// flag, which covers every zero-size (unimplemented) region; OUT_OF_RANGE when
-// [offset, offset + size) is not inside the region, computed without overflow. `op` starts
-// the message ("ReadRegion").
+// flag, which covers every zero-size (unimplemented) region; then CheckRegionBounds
+// (device_backend.h): OUT_OF_RANGE when [offset, offset + size) is not inside the region. `op`
+// starts the message ("ReadRegion").
 absl::Status CheckRegionAccess(absl::string_view op, const RegionInfo& region, uint64_t offset,
                                uint64_t size, bool write);
 

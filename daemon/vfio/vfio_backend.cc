@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/format.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/vfio/device_resolver.h"
@@ -17,10 +18,6 @@ namespace {
 // More regions than any vfio-pci device has (9 fixed plus a few device-specific ones); a
 // larger num_regions is a kernel answer not to loop on.
 constexpr uint32_t kMaxRegions = 256;
-
-absl::Status Prefixed(const absl::Status& status, absl::string_view prefix) {
-  return absl::Status(status.code(), absl::StrCat(prefix, status.message()));
-}
 
 }  // namespace
 
@@ -59,13 +56,13 @@ absl::StatusOr<std::unique_ptr<VfioBackend>> VfioBackend::Open(absl::string_view
   const std::string prefix = absl::StrCat(name, ": ");
 
   absl::StatusOr<VfioContainer> container = VfioContainer::Open(resolver.ContainerPath());
-  if (!container.ok()) return Prefixed(container.status(), prefix);
+  if (!container.ok()) return Annotate(container.status(), name);
 
   const std::string group_path = resolver.GroupPath(resolved.iommu_group);
   absl::StatusOr<VfioGroup> group = VfioGroup::Open(group_path, resolved.iommu_group);
-  if (!group.ok()) return Prefixed(group.status(), prefix);
+  if (!group.ok()) return Annotate(group.status(), name);
   absl::StatusOr<bool> viable = group->IsViable();
-  if (!viable.ok()) return Prefixed(viable.status(), prefix);
+  if (!viable.ok()) return Annotate(viable.status(), name);
   if (!*viable) {
     return absl::FailedPreconditionError(absl::StrCat(
         prefix, "IOMMU group ", resolved.iommu_group, " (", group_path,
@@ -73,12 +70,12 @@ absl::StatusOr<std::unique_ptr<VfioBackend>> VfioBackend::Open(absl::string_view
         "in it must be bound to vfio-pci or to no driver. The group's devices: ",
         resolver.DescribeGroupDevices(resolved.iommu_group)));
   }
-  if (absl::Status s = group->SetContainer(*container); !s.ok()) return Prefixed(s, prefix);
-  if (absl::Status s = container->SetIommu(); !s.ok()) return Prefixed(s, prefix);
+  if (absl::Status s = group->SetContainer(*container); !s.ok()) return Annotate(s, name);
+  if (absl::Status s = container->SetIommu(); !s.ok()) return Annotate(s, name);
   absl::StatusOr<ParsedIommuInfo> iommu = container->GetIommuInfo();
-  if (!iommu.ok()) return Prefixed(iommu.status(), prefix);
+  if (!iommu.ok()) return Annotate(iommu.status(), name);
   absl::StatusOr<UniqueFd> device_fd = group->GetDeviceFd(name);
-  if (!device_fd.ok()) return Prefixed(device_fd.status(), prefix);
+  if (!device_fd.ok()) return Annotate(device_fd.status(), name);
   VfioDevice vfio_device(*std::move(device_fd), name);
 
   BackendInfo info;
@@ -94,7 +91,7 @@ absl::StatusOr<std::unique_ptr<VfioBackend>> VfioBackend::Open(absl::string_view
   }
 
   absl::StatusOr<VfioDeviceInfo> device_info = vfio_device.GetInfo();
-  if (!device_info.ok()) return Prefixed(device_info.status(), prefix);
+  if (!device_info.ok()) return Annotate(device_info.status(), name);
   if ((device_info->flags & VFIO_DEVICE_FLAGS_PCI) == 0) {
     return absl::FailedPreconditionError(
         absl::StrCat(prefix, "VFIO_DEVICE_GET_INFO: flags 0x", absl::Hex(device_info->flags),
@@ -115,7 +112,7 @@ absl::StatusOr<std::unique_ptr<VfioBackend>> VfioBackend::Open(absl::string_view
     region.info.index = i;
     if (i < device_info->num_regions) {
       absl::StatusOr<VfioRegion> queried = vfio_device.GetRegionInfo(i);
-      if (!queried.ok()) return Prefixed(queried.status(), prefix);
+      if (!queried.ok()) return Annotate(queried.status(), name);
       region = *std::move(queried);
     }
     LogDebug("vfio region", {{"device", name},
@@ -131,7 +128,7 @@ absl::StatusOr<std::unique_ptr<VfioBackend>> VfioBackend::Open(absl::string_view
     irq.index = static_cast<IrqIndex>(i);
     if (i < device_info->num_irqs) {
       absl::StatusOr<IrqInfo> queried = vfio_device.GetIrqInfo(i);
-      if (!queried.ok()) return Prefixed(queried.status(), prefix);
+      if (!queried.ok()) return Annotate(queried.status(), name);
       irq = *queried;
     }
     info.irqs.push_back(irq);

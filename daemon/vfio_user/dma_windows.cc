@@ -7,15 +7,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/format.h"
 #include "daemon/base/errno_status.h"
 #include "daemon/vfio_user/protocol.h"
 
 namespace vfiod::vfio_user {
-namespace {
-
-std::string Hex(uint64_t value) { return absl::StrCat("0x", absl::Hex(value)); }
-
-}  // namespace
 
 absl::Status DmaWindows::Map(uint64_t address, uint64_t size, uint64_t offset, uint32_t flags,
                              std::optional<UniqueFd> fd, uint32_t max_windows) {

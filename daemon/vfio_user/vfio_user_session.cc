@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "base/format.h"
 #include "daemon/backend/device_backend.h"
 #include "daemon/base/event_fd.h"
 #include "daemon/base/status_macros.h"
@@ -17,8 +18,6 @@
 
 namespace vfiod::vfio_user {
 namespace {
-
-std::string Hex(uint64_t value) { return absl::StrCat("0x", absl::Hex(value)); }
 
 absl::Status Invalid(const char* operation, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(operation, ": ", what));
@@ -488,11 +487,7 @@ absl::StatusOr<RegionAccessPayload> VfioUserSession::CheckRegionAccess(
     return Invalid(operation, absl::StrCat("region ", access.region, " does not exist"));
   }
   const RegionInfo& region = regions[access.region];
-  if (access.offset > region.size || access.count > region.size - access.offset) {
-    return Invalid(operation, absl::StrCat("offset ", Hex(access.offset), " + count ",
-                                           access.count, " is beyond region ", access.region,
-                                           " of ", Hex(region.size), " bytes"));
-  }
+  VFIOD_RETURN_IF_ERROR(CheckRegionBounds(operation, region, access.offset, access.count));
   return access;
 }
 

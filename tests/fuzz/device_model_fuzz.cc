@@ -67,6 +67,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "base/format.h"
 #include "daemon/base/event_fd.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/unique_fd.h"
@@ -141,8 +142,6 @@ const char* OpName(uint8_t op) {
       "Snapshot",       "Watch",       "Command",    "EventfdPoke", "FillMemory"};
   return op < kNumOps ? kNames[op] : "?";
 }
-
-std::string Hex(uint64_t v) { return absl::StrCat("0x", absl::Hex(v)); }
 
 // ---------------------------------------------------------------------------------------------
 // The byte reader: little-endian values, zeros once the input is exhausted.

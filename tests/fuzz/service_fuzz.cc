@@ -52,6 +52,7 @@
 #include "daemon/pci/pci_device.h"
 #include "daemon/service/session_manager.h"
 #include "daemon/service/vfio_device_service.h"
+#include "daemon/transport/fake_transport.h"
 #include "daemon/transport/transport.h"
 #include "google/protobuf/stubs/logging.h"
 #include "grpcpp/grpcpp.h"
@@ -70,29 +71,6 @@ constexpr uid_t kObserverOnlyUid = 1000;  // client 2: not in the owner set
 constexpr int kMaxCalls = 128;
 constexpr uint64_t kPage = 4096;
 constexpr uint32_t kMaxMemfdPages = 512;
-
-
-
-// The transport as the service sees it: every call comes from the harness's current client;
-// channel closes the session layer asks for are queued and reported back after the call, as the
-// transport's event thread would.
-class HarnessTransport final : public Transport {
- public:
-  absl::Status Start(grpc::Server*) override { return absl::OkStatus(); }
-  std::vector<UniqueFd*> FdsForJail() override { return {}; }
-  std::optional<ConnectionId> ConnectionForPeer(absl::string_view) const override {
-    return caller_;
-  }
-  void CloseFdChannel(FdChannelId id) override { to_close_.push_back(id); }
-  void Shutdown() override {}
-
-  void set_caller(std::optional<ConnectionId> caller) { caller_ = caller; }
-  std::vector<FdChannelId> TakeCloseRequests() { return std::exchange(to_close_, {}); }
-
- private:
-  std::optional<ConnectionId> caller_;
-  std::vector<FdChannelId> to_close_;
-};
 
 struct Client {
   ConnectionId connection = 0;
@@ -510,7 +488,7 @@ class Harness {
 
   OwnerCleanup cleanup_;
   std::unique_ptr<PciDevice> device_;
-  HarnessTransport transport_;
+  FakeTransport transport_;
   SessionManager sessions_;
   VfioDeviceService service_;
   std::array<Client, kClients> clients_;

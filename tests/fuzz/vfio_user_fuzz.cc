@@ -60,6 +60,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/format.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/owner_cleanup.h"
 #include "daemon/base/unique_fd.h"
@@ -94,8 +95,6 @@ constexpr uint32_t kMaxErrno = 133;  // EHWPOISON, the largest errno Linux defin
 // Edu's config space is 256 bytes; the status register (offset 6) changes when the device
 // interrupts, from its own thread.
 constexpr uint32_t kStatusOffset = PCI_STATUS;
-
-std::string Hex(uint64_t value) { return absl::StrCat("0x", absl::Hex(value)); }
 
 template <typename T>
 void Append(std::vector<uint8_t>& bytes, const T& value) {

@@ -1,4 +1,4 @@
-#include "daemon/base/errno_status.h"
+#include "base/errno_status.h"
 
 #include <cerrno>
 #include <cstring>
@@ -43,9 +43,9 @@ absl::StatusCode CodeForErrno(int error_number) {
 }  // namespace
 
 absl::Status ErrnoError(int error_number, absl::string_view call) {
-  return absl::Status(CodeForErrno(error_number),
-                      absl::StrCat(call, ": ", std::strerror(error_number), " (errno ",
-                                   error_number, ")"));
+  return absl::Status(
+      CodeForErrno(error_number),
+      absl::StrCat(call, ": ", std::strerror(error_number), " (errno ", error_number, ")"));
 }
 
 }  // namespace vfiod

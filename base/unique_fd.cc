@@ -1,11 +1,11 @@
-#include "daemon/base/unique_fd.h"
+#include "base/unique_fd.h"
 
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
 
-#include "daemon/base/errno_status.h"
+#include "base/errno_status.h"
 
 namespace vfiod {
 
