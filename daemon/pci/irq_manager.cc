@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/format.h"
 #include "absl/strings/string_view.h"
 #include "daemon/base/errno_status.h"
 #include "daemon/base/logging.h"
@@ -24,14 +25,15 @@ using Data = IrqRequest::Data;
 // The PCI limit (MSI-X table size); a backend reporting more is broken.
 constexpr uint32_t kMaxVectorsPerIndex = 2048;
 
+// The backend's names for the data forms it has; "watch" is the device model's own.
 absl::string_view DataName(Data data) {
   switch (data) {
     case Data::kNone:
-      return "none";
+      return IrqSetDataName(IrqSet::Data::kNone);
     case Data::kBool:
-      return "bool";
+      return IrqSetDataName(IrqSet::Data::kBool);
     case Data::kEventfd:
-      return "eventfd";
+      return IrqSetDataName(IrqSet::Data::kEventfd);
     case Data::kWatch:
       return "watch";
   }
@@ -85,10 +87,6 @@ IrqSetForm FormOf(const IrqRequest& r) {
     form.eventfds = r.eventfds.size();
   }
   return form;
-}
-
-absl::Status Prefixed(absl::string_view op, const absl::Status& status) {
-  return absl::Status(status.code(), absl::StrCat(op, ": ", status.message()));
 }
 
 }  // namespace
@@ -178,7 +176,7 @@ absl::Status IrqManager::Start() {
   absl::MutexLock lock(&mu_);
   if (wake_.has_value()) return absl::FailedPreconditionError("IrqManager: Start called twice");
   absl::StatusOr<EventFd> wake = EventFd::Create();
-  if (!wake.ok()) return Prefixed("IrqManager", wake.status());
+  if (!wake.ok()) return Annotate(wake.status(), "IrqManager");
   int raw_epoll = ::epoll_create1(EPOLL_CLOEXEC);
   if (raw_epoll < 0) return ErrnoError(errno, "IrqManager: epoll_create1");
   UniqueFd epoll(raw_epoll);
@@ -247,7 +245,7 @@ absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
   // The VFIO shape rules are DeviceBackend's (CheckIrqSet*); the rest is the device model's.
   const IrqSetForm form = FormOf(r);
   if (absl::Status status = CheckIrqSetIndex(form); !status.ok()) {
-    return Prefixed("SetIrqs", status);
+    return Annotate(status, "SetIrqs");
   }
   const Index& index = indexes_[Raw(r.index)];
   const std::string name = IrqIndexName(r.index);
@@ -255,7 +253,7 @@ absl::Status IrqManager::ValidateLocked(const IrqRequest& r) const {
     return absl::NotFoundError(absl::StrCat("SetIrqs: the device has no ", name, " interrupt"));
   }
   if (absl::Status status = CheckIrqSetData(form); !status.ok()) {
-    return Prefixed("SetIrqs", status);
+    return Annotate(status, "SetIrqs");
   }
   if (r.data == Data::kWatch && !r.bools.empty()) {
     return absl::InvalidArgumentError(
@@ -405,7 +403,7 @@ absl::Status IrqManager::PrepareTriggerLocked(const IrqRequest& r, TriggerPlan& 
       absl::StatusOr<uint64_t> token = AddDaemonFdLocked(r.index, v, FdKind::kWatch);
       if (!token.ok()) {
         DiscardLocked(plan.created);
-        return Prefixed("SetIrqs", token.status());
+        return Annotate(token.status(), "SetIrqs");
       }
       plan.created.push_back(*token);
       plan.new_watch[i] = *token;
@@ -417,7 +415,7 @@ absl::Status IrqManager::PrepareTriggerLocked(const IrqRequest& r, TriggerPlan& 
         MaskedBackendFdLocked(index, v, target, plan.created, &plan.new_mask[i]);
     if (!fd.ok()) {
       DiscardLocked(plan.created);
-      return Prefixed("SetIrqs", fd.status());
+      return Annotate(fd.status(), "SetIrqs");
     }
     plan.set.eventfds[i] = *fd;
   }

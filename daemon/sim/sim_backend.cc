@@ -218,12 +218,7 @@ absl::Status SimEduBackend::CheckAccess(const char* op, uint32_t index, uint64_t
                                                     write ? "writable" : "readable", " (size ",
                                                     region.size, ")"));
   }
-  if (offset > region.size || size > region.size - offset) {
-    return absl::OutOfRangeError(absl::StrCat(op, ": region ", index, " offset ", Hex(offset),
-                                              " size ", size, " is beyond its size ",
-                                              Hex(region.size)));
-  }
-  return absl::OkStatus();
+  return CheckRegionBounds(op, region, offset, size);
 }
 
 absl::Status SimEduBackend::ReadRegion(uint32_t index, uint64_t offset, absl::Span<uint8_t> data) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "base/format.h"
 
 namespace vfiod {
 namespace sim {
@@ -30,7 +31,7 @@ inline unsigned AccessSize(uint64_t offset, uint64_t remaining) {
   return 1;
 }
 
-inline std::string Hex(uint64_t value) { return absl::StrCat("0x", absl::Hex(value)); }
+using ::vfiod::Hex;  // base/format.h
 
 }  // namespace sim
 }  // namespace vfiod

@@ -8,25 +8,9 @@
 #include "absl/strings/str_cat.h"
 
 namespace vfiod {
-namespace {
-
-const char* DataName(IrqSet::Data data) {
-  switch (data) {
-    case IrqSet::Data::kNone:
-      return "none";
-    case IrqSet::Data::kBool:
-      return "bool";
-    case IrqSet::Data::kEventfd:
-      return "eventfd";
-  }
-  return "unknown";
-}
-
-}  // namespace
-
 std::string DescribeIrqSet(const IrqSet& set) {
   return absl::StrCat(IrqIndexName(set.index), " ", IrqActionName(set.action), " data ",
-                      DataName(set.data), " start ", set.start, " count ", set.count);
+                      IrqSetDataName(set.data), " start ", set.start, " count ", set.count);
 }
 
 absl::StatusOr<std::vector<uint8_t>> EncodeIrqSet(const IrqSet& set) {
