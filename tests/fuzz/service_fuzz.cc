@@ -144,7 +144,9 @@ std::string StableState(v1::DeviceState state) {
   state.clear_device();
   for (v1::IrqIndexState& irq : *state.mutable_irqs()) {
     for (v1::IrqVectorState& vector : *irq.mutable_vectors()) {
+      // Set by the device, not by calls: an interrupt may arrive between two snapshots.
       vector.clear_delivered();
+      vector.clear_pending();
       if (irq.index() == v1::IRQ_INDEX_INTX) vector.clear_masked();
     }
   }
