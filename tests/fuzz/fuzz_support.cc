@@ -1,5 +1,9 @@
 #include "tests/fuzz/fuzz_support.h"
 
+#include <google/protobuf/stubs/logging.h>
+
+#include "daemon/base/logging.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -17,6 +21,12 @@
 #include <thread>
 
 namespace vfiod::fuzz {
+
+void QuietLogs(const char* target_name) {
+  SetLogLevel(LogLevel::kError);
+  SetTargetName(target_name);
+  google::protobuf::SetLogHandler(nullptr);
+}
 namespace {
 
 const char* g_target_name = "fuzz target";

@@ -35,6 +35,29 @@ int CountFds();
 // device's worker drops its copy of an INTx unmask eventfd only when it next wakes.
 void ExpectFdCount(int expected, const char* when);
 
+// Quiets logging for a target whose inputs are hostile by design: the daemon's log below
+// errors, and libprotobuf's messages (mutated inputs often hold invalid UTF-8 in string fields)
+// not at all. Call once, from the target's first input.
+void QuietLogs(const char* target_name);
+
+// The body of a proto-driven target's LLVMFuzzerTestOneInput: parses `data` as an `Input`
+// (-1 when it is not one, which keeps it out of libFuzzer's corpus), runs a fresh `Harness` on
+// it, and checks that no fd outlived the harness.
+template <typename Input, typename Harness>
+int RunProtoInput(const char* target_name, const uint8_t* data, size_t size) {
+  static const bool quiet = (QuietLogs(target_name), true);
+  (void)quiet;
+  Input input;
+  if (!input.ParseFromArray(data, static_cast<int>(size))) return -1;
+  const int fds_before = CountFds();
+  {
+    Harness harness;
+    harness.Run(input);
+  }
+  ExpectFdCount(fds_before, "after the device was destroyed");
+  return 0;
+}
+
 // A memfd of `size` bytes with `seals` added (0 for none); invalid if the kernel refused.
 UniqueFd MakeMemfd(uint64_t size, int seals);
 // An fd that is not an eventfd, by `kind` modulo 8 (pipe ends, memfd, timerfd, epoll,

@@ -502,24 +502,5 @@ class Harness {
 }  // namespace vfiod
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const bool initialized = [] {
-    vfiod::SetLogLevel(vfiod::LogLevel::kError);
-    vfiod::fuzz::SetTargetName("service_fuzz");
-    // Mutated inputs often hold invalid UTF-8 in string fields: protobuf rejects them and
-    // would log each one.
-    google::protobuf::SetLogHandler(nullptr);
-    return true;
-  }();
-  (void)initialized;
-
-  vfiod::fuzz::ServiceFuzzInput input;
-  // -1: not a ServiceFuzzInput; libFuzzer keeps such inputs out of the corpus.
-  if (!input.ParseFromArray(data, static_cast<int>(size))) return -1;
-  const int fds_before = vfiod::fuzz::CountFds();
-  {
-    vfiod::Harness harness;
-    harness.Run(input);
-  }
-  vfiod::fuzz::ExpectFdCount(fds_before, "after the device was destroyed");
-  return 0;
+  return vfiod::fuzz::RunProtoInput<vfiod::fuzz::ServiceFuzzInput, vfiod::Harness>("service_fuzz", data, size);
 }

@@ -799,22 +799,5 @@ class Harness {
 }  // namespace vfiod
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const bool initialized = [] {
-    vfiod::SetLogLevel(vfiod::LogLevel::kError);
-    vfiod::fuzz::SetTargetName("vfio_user_fuzz");
-    google::protobuf::SetLogHandler(nullptr);
-    return true;
-  }();
-  (void)initialized;
-
-  vfiod::fuzz::VfioUserFuzzInput input;
-  // -1: not a VfioUserFuzzInput; libFuzzer keeps such inputs out of the corpus.
-  if (!input.ParseFromArray(data, static_cast<int>(size))) return -1;
-  const int fds_before = vfiod::fuzz::CountFds();
-  {
-    vfiod::Harness harness;
-    harness.Run(input);
-  }
-  vfiod::fuzz::ExpectFdCount(fds_before, "after the device was destroyed");
-  return 0;
+  return vfiod::fuzz::RunProtoInput<vfiod::fuzz::VfioUserFuzzInput, vfiod::Harness>("vfio_user_fuzz", data, size);
 }
