@@ -1,9 +1,5 @@
 #include "tests/fuzz/fuzz_support.h"
 
-#include <google/protobuf/stubs/logging.h>
-
-#include "daemon/base/logging.h"
-
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -19,6 +15,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+
+#include "daemon/base/logging.h"
+#include "google/protobuf/stubs/logging.h"
 
 namespace vfiod::fuzz {
 
