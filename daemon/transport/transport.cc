@@ -735,6 +735,7 @@ bool TransportImpl::EvictFor(Protocol protocol) {
     CloseChannel(*oldest, "evicted: unbound, and a new fd channel needed its slot");
     return true;
   }
+  if (protocol == Protocol::kVfioUser) return vfio_user_ != nullptr && vfio_user_->EvictIdle();
   if (protocol == Protocol::kGrpc) {
     std::vector<ConnectionId> candidates;
     for (const auto& [id, connection] : connections_) candidates.push_back(id);

@@ -124,6 +124,10 @@ class ConnectionHandler {
   // releases the registry entry. Called on the transport's event thread; must not block.
   virtual void Adopt(ConnectionSlot slot, UniqueFd socket, const PeerCredentials& peer,
                      bool spawned) = 0;
+  // At the protocol's quota: closes one connection whose peer has not started a session (it
+  // connected and said nothing yet), the oldest, and releases its slot at once. False if there
+  // is none. Called on the transport's event thread; must not block.
+  virtual bool EvictIdle() { return false; }
 };
 
 struct TransportOptions {

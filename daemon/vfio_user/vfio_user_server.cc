@@ -62,8 +62,11 @@ void VfioUserServer::Adopt(ConnectionSlot slot, UniqueFd socket, const PeerCrede
   absl::MutexLock lock(&mu_);
   if (stopping_) return;  // closes the socket and releases the slot
   const ConnectionId id = slot.id();
-  auto connection = std::make_unique<Connection>(
-      Connection{std::move(slot), std::move(socket), peer, spawned});
+  auto connection = std::make_unique<Connection>();
+  connection->slot = std::move(slot);
+  connection->socket = std::move(socket);
+  connection->peer = peer;
+  connection->spawned = spawned;
   Connection* raw = connection.get();
   connections_.emplace(id, std::move(connection));
   threads_.emplace(id, std::thread([this, raw] { Serve(raw); }));
@@ -97,6 +100,7 @@ void VfioUserServer::Serve(Connection* connection) {
         continue;
       }
       VfioUserSession::Reply reply = session.Handle(request);
+      if (session.negotiated().has_value()) connection->negotiated = true;
       if (reply.error != 0) {
         LogDebug("vfio-user: command failed",
                  {{"connection", id_text},
@@ -124,6 +128,20 @@ void VfioUserServer::Serve(Connection* connection) {
   // Ends the session: when it owned the device, owner loss runs here, before the slot is free.
   sessions_->OnConnectionClosed(id);
   Finish(id);
+}
+
+bool VfioUserServer::EvictIdle() {
+  absl::MutexLock lock(&mu_);
+  // Ids grow with time: the first one found is the oldest.
+  for (auto& [id, connection] : connections_) {
+    if (connection->negotiated || connection->spawned || !connection->slot.valid()) continue;
+    ::shutdown(connection->socket.get(), SHUT_RDWR);  // its thread ends and cleans up
+    connection->slot.Release();
+    LogInfo("vfio-user connection evicted: no VERSION yet, and a new connection needed its slot",
+            {{"connection", absl::StrCat(id)}});
+    return true;
+  }
+  return false;
 }
 
 void VfioUserServer::Finish(ConnectionId id) {

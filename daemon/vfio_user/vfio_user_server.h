@@ -15,6 +15,7 @@
 #ifndef VFIOD_DAEMON_VFIO_USER_VFIO_USER_SERVER_H_
 #define VFIOD_DAEMON_VFIO_USER_VFIO_USER_SERVER_H_
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <thread>
@@ -52,6 +53,9 @@ class VfioUserServer final : public ConnectionHandler {
 
   void Adopt(ConnectionSlot slot, UniqueFd socket, const PeerCredentials& peer,
              bool spawned) override;
+  // A connection that has not completed VERSION, the oldest, is shut down and its slot freed,
+  // so that peers that connect and stay silent cannot keep the owner out.
+  bool EvictIdle() override;
 
   // Ends every connection (each ends its session) and joins their threads; later connections
   // are closed at once. Idempotent.
@@ -73,6 +77,7 @@ class VfioUserServer final : public ConnectionHandler {
     UniqueFd socket;
     PeerCredentials peer;
     bool spawned = false;
+    std::atomic<bool> negotiated{false};  // VERSION succeeded: a session, never evicted
   };
 
   void Serve(Connection* connection);

@@ -631,6 +631,29 @@ TEST_F(VfioUserTest, ManyShortSessionsLeaveNoMemoryBehind) {
                                   << " KiB over 300 sessions";
 }
 
+TEST(VfioUserQuotaTest, SilentConnectionsGiveWayToAClientThatSpeaks) {
+  absl::StatusOr<std::unique_ptr<DaemonProcess>> daemon =
+      DaemonProcess::Start({"--max-vfio-user-connections=2"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  absl::StatusOr<VfioUserClient> first = VfioUserClient::Connect((*daemon)->vfio_user_path());
+  absl::StatusOr<VfioUserClient> second = VfioUserClient::Connect((*daemon)->vfio_user_path());
+  ASSERT_TRUE(first.ok() && second.ok());
+  absl::SleepFor(absl::Milliseconds(200));  // both admitted, both silent
+  absl::StatusOr<VfioUserClient> owner = VfioUserClient::Connect((*daemon)->vfio_user_path());
+  ASSERT_TRUE(owner.ok());
+  absl::StatusOr<VfioUserClient::Reply> version = owner->Version();
+  ASSERT_TRUE(version.ok()) << "the newcomer was refused: " << version.status();
+  EXPECT_EQ(ErrorOf(*version), 0u);
+  char byte;
+  EXPECT_EQ(::recv(first->socket().get(), &byte, 1, 0), 0) << "the oldest silent one goes";
+  // The owner, having spoken, is never evicted: two more silent peers cannot take its slot.
+  absl::StatusOr<VfioUserClient> third = VfioUserClient::Connect((*daemon)->vfio_user_path());
+  absl::StatusOr<VfioUserClient> fourth = VfioUserClient::Connect((*daemon)->vfio_user_path());
+  ASSERT_TRUE(third.ok() && fourth.ok());
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_TRUE(owner->Read32(7, 0).ok());
+}
+
 TEST(VfioUserSpawnTest, InheritedSocketIsTheOwnerAndTheDaemonExitsWhenItCloses) {
   int pair[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);  // the daemon's end is inherited
