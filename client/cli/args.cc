@@ -40,6 +40,20 @@ std::string MessageName(const std::string& name) {
 
 }  // namespace
 
+CLI::Option* AddOptionalNumber(CLI::App& app, const std::string& name,
+                               std::optional<uint64_t>* value, const std::string& help) {
+  return app
+      .add_option_function<std::string>(
+          name,
+          [value, name](const std::string& text) {
+            absl::StatusOr<uint64_t> number = client::ParseNumber(text, name);
+            if (!number.ok()) throw CLI::ValidationError(std::string(number.status().message()));
+            *value = *number;
+          },
+          help)
+      ->type_name("N");
+}
+
 CLI::Option* AddNumber(CLI::App& app, const std::string& name, uint64_t* value,
                        const std::string& help) {
   const std::string what = MessageName(name);

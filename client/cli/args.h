@@ -9,6 +9,7 @@
 #define VFIOD_CLIENT_CLI_ARGS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,9 @@ namespace vfiod::cli {
 // A number: decimal or 0x hex, optionally with a size suffix K, M or G (client::ParseNumber).
 CLI::Option* AddNumber(CLI::App& app, const std::string& name, uint64_t* value,
                        const std::string& help);
+// A number that may be left out (then `value` stays nullopt).
+CLI::Option* AddOptionalNumber(CLI::App& app, const std::string& name,
+                               std::optional<uint64_t>* value, const std::string& help);
 // The same, at most 32 bits.
 CLI::Option* AddNumber32(CLI::App& app, const std::string& name, uint32_t* value,
                          const std::string& help);

@@ -52,15 +52,8 @@ struct WatchArgs {
 };
 
 void DeclareWatch(CLI::App& app, WatchArgs& args) {
-  app.add_option_function<std::string>(
-         "--count",
-         [&args](const std::string& text) {
-           absl::StatusOr<uint64_t> count = client::ParseNumber(text, "--count");
-           if (!count.ok()) throw CLI::ValidationError(std::string(count.status().message()));
-           args.count = *count;
-         },
-         "stop after N events (fails if fewer arrive within --timeout)")
-      ->type_name("N");
+  AddOptionalNumber(app, "--count", &args.count,
+                    "stop after N events (fails if fewer arrive within --timeout)");
   AddDuration(app, "--timeout", &args.timeout, "stop after this long (default: never)");
   app.add_option_function<std::string>(
          "--enable",

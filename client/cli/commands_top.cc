@@ -43,15 +43,8 @@ struct TopArgs {
 };
 
 void DeclareTop(CLI::App& app, TopArgs& args) {
-  app.add_option_function<std::string>(
-         "--count",
-         [&args](const std::string& text) {
-           absl::StatusOr<uint64_t> count = client::ParseNumber(text, "--count");
-           if (!count.ok()) throw CLI::ValidationError(std::string(count.status().message()));
-           args.count = *count;
-         },
-         "stop after N frames (default: run until interrupted)")
-      ->type_name("N");
+  AddOptionalNumber(app, "--count", &args.count,
+                    "stop after N frames (default: run until interrupted)");
   AddDuration(app, "--interval", &args.interval, "time between frames (default 1s)");
   app.parse_complete_callback([&args] {
     if (args.interval <= absl::ZeroDuration()) {
