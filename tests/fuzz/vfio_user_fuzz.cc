@@ -74,6 +74,7 @@
 #include "google/protobuf/stubs/logging.h"
 #include "tests/fuzz/fuzz_device.h"
 #include "tests/fuzz/fuzz_support.h"
+#include "tests/vfio_user/vfio_user_client.h"
 #include "tests/fuzz/vfio_user_fuzz.pb.h"
 
 namespace vfiod {
@@ -389,30 +390,10 @@ class Harness {
   }
 
   void Send(Connection& c, const std::vector<uint8_t>& bytes, const std::vector<UniqueFd>& fds) {
-    struct iovec io = {const_cast<uint8_t*>(bytes.data()), bytes.size()};
-    struct msghdr message = {};
-    message.msg_iov = &io;
-    message.msg_iovlen = 1;
-    std::vector<uint8_t> control;
-    if (!fds.empty()) {
-      control.resize(CMSG_SPACE(fds.size() * sizeof(int)));
-      message.msg_control = control.data();
-      message.msg_controllen = control.size();
-      cmsghdr* header = CMSG_FIRSTHDR(&message);
-      header->cmsg_level = SOL_SOCKET;
-      header->cmsg_type = SCM_RIGHTS;
-      header->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
-      for (size_t i = 0; i < fds.size(); ++i) {
-        const int fd = fds[i].get();
-        std::memcpy(CMSG_DATA(header) + i * sizeof(int), &fd, sizeof(int));
-      }
-    }
-    if (bytes.empty() && fds.empty()) return;
-    if (bytes.empty()) {
-      // Fds need a byte to ride with: send them with none (the kernel refuses), i.e. drop them.
-      return;
-    }
-    const ssize_t n = ::sendmsg(c.client.get(), &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (bytes.empty()) return;  // fds need a byte to ride with: the kernel refuses none
+    std::vector<int> numbers;
+    for (const UniqueFd& fd : fds) numbers.push_back(fd.get());
+    const ssize_t n = testing::SendWithFds(c.client.get(), bytes, numbers, MSG_DONTWAIT);
     FUZZ_CHECK(n == static_cast<ssize_t>(bytes.size()), "the harness's sendmsg of ",
                bytes.size(), " bytes and ", fds.size(), " fds sent ", n, ": ",
                n < 0 ? std::strerror(errno) : "short");

@@ -27,7 +27,8 @@ absl::StatusOr<VfioUserClient> VfioUserClient::Connect(const std::string& path) 
   return VfioUserClient(std::move(fd));
 }
 
-absl::Status VfioUserClient::SendRaw(absl::Span<const uint8_t> bytes, absl::Span<const int> fds) {
+ssize_t SendWithFds(int socket, absl::Span<const uint8_t> bytes, absl::Span<const int> fds,
+                    int flags) {
   struct iovec io = {const_cast<uint8_t*>(bytes.data()), bytes.size()};
   struct msghdr message = {};
   message.msg_iov = &io;
@@ -43,7 +44,11 @@ absl::Status VfioUserClient::SendRaw(absl::Span<const uint8_t> bytes, absl::Span
     c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
     std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
   }
-  ssize_t n = ::sendmsg(socket_.get(), &message, MSG_NOSIGNAL);
+  return ::sendmsg(socket, &message, MSG_NOSIGNAL | flags);
+}
+
+absl::Status VfioUserClient::SendRaw(absl::Span<const uint8_t> bytes, absl::Span<const int> fds) {
+  ssize_t n = SendWithFds(socket_.get(), bytes, fds);
   if (n < 0) return absl::UnavailableError(absl::StrCat("sendmsg: ", strerror(errno)));
   size_t sent = static_cast<size_t>(n);
   while (sent < bytes.size()) {  // the rest without fds

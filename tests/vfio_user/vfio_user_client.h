@@ -56,6 +56,11 @@ class VfioUserClient {
   std::vector<uint8_t> buffer_;
 };
 
+// One sendmsg of `bytes` with `fds` attached as SCM_RIGHTS (MSG_NOSIGNAL, plus `flags`); what
+// sendmsg returned.
+ssize_t SendWithFds(int socket, absl::Span<const uint8_t> bytes, absl::Span<const int> fds,
+                    int flags = 0);
+
 // Bytes of a plain struct.
 template <typename T>
 std::vector<uint8_t> BytesOf(const T& value) {
