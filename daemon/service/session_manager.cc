@@ -91,6 +91,12 @@ absl::Status SessionManager::ClaimOwnership(ConnectionId id) {
   if (session == sessions_.end()) {
     return absl::FailedPreconditionError("ClaimOwnership: the connection has ended");
   }
+  // The last owner's cleanup may still be running (unpinning its memory takes a moment on a
+  // real device): a claim waits for it rather than failing, so a VMM that restarts at once
+  // attaches.
+  mu_.AwaitWithTimeout(absl::Condition(
+                           +[](bool* losing) { return !*losing; }, &losing_owner_),
+                       kOwnerLossWait);
   if (owner_.has_value()) {
     if (*owner_ == id) return absl::OkStatus();
     return absl::FailedPreconditionError(absl::StrCat(
@@ -122,6 +128,7 @@ void SessionManager::LoseOwner(ConnectionId id, absl::string_view reason) {
   {
     absl::MutexLock lock(&mu_);
     if (!owner_.has_value() || *owner_ != id) return;
+    losing_owner_ = true;
   }
   // No owner call is running (owner_mu_ is held exclusively) and none can start. The owner is
   // cleared only once its resources are gone, so that nobody (GetState, a new ClaimOwnership)
@@ -131,6 +138,7 @@ void SessionManager::LoseOwner(ConnectionId id, absl::string_view reason) {
   {
     absl::MutexLock lock(&mu_);
     owner_.reset();
+    losing_owner_ = false;
     ++owner_losses_;
   }
   LogInfo("owner detached; device resources released",

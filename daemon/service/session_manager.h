@@ -86,7 +86,10 @@ class SessionManager : public TransportEvents {
   SessionRole RoleOf(ConnectionId id) const;
   bool Exists(ConnectionId id) const;
 
+  // FAILED_PRECONDITION while another session owns the device; while the last owner's
+  // cleanup is still running, waits for it (up to kOwnerLossWait) first.
   absl::Status ClaimOwnership(ConnectionId id);
+  static constexpr absl::Duration kOwnerLossWait = absl::Seconds(5);
   absl::Status ReleaseOwnership(ConnectionId id);
   absl::Status BindFdChannel(ConnectionId id, absl::string_view key);
 
@@ -176,6 +179,7 @@ class SessionManager : public TransportEvents {
   std::map<ConnectionId, Session> sessions_ ABSL_GUARDED_BY(mu_);
   std::map<FdChannelId, Channel> channels_ ABSL_GUARDED_BY(mu_);
   uint64_t owner_losses_ ABSL_GUARDED_BY(mu_) = 0;
+  bool losing_owner_ ABSL_GUARDED_BY(mu_) = false;  // the owner's cleanup is running
   bool spawn_owner_seen_ ABSL_GUARDED_BY(mu_) = false;
 };
 

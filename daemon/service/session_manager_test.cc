@@ -3,8 +3,11 @@
 #include <sys/eventfd.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "daemon/base/owner_cleanup.h"
 #include "gtest/gtest.h"
 
@@ -82,6 +85,30 @@ TEST_F(SessionManagerTest, AClaimRacingTheCloseNeverLeavesAClosedConnectionOwnin
       << claim_during_loss;
   EXPECT_FALSE(sessions_.GetSummary().owner_attached);
   EXPECT_EQ(sessions_.ClaimOwnership(1).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A VMM that reconnects while its predecessor's cleanup still runs gets the device once the
+// cleanup is done, instead of "another session owns the device".
+TEST_F(SessionManagerTest, AClaimDuringTheLastOwnersCleanupWaitsForIt) {
+  absl::Notification cleanup_started;
+  absl::Notification finish_cleanup;
+  cleanup_.Register(OwnerCleanup::Stage::kDma, "slow unpin", [&] {
+    cleanup_started.Notify();
+    finish_cleanup.WaitForNotification();
+  });
+  sessions_.OnConnectionOpened(1, kOwnerPeer, false);
+  sessions_.OnConnectionOpened(2, kOwnerPeer, false);
+  ASSERT_TRUE(sessions_.ClaimOwnership(1).ok());
+  std::thread closer([&] { sessions_.OnConnectionClosed(1); });
+  cleanup_started.WaitForNotification();
+  absl::Status claimed;
+  std::thread claimer([&] { claimed = sessions_.ClaimOwnership(2); });
+  absl::SleepFor(absl::Milliseconds(50));  // the claim is waiting
+  finish_cleanup.Notify();
+  closer.join();
+  claimer.join();
+  EXPECT_TRUE(claimed.ok()) << claimed;
+  EXPECT_EQ(sessions_.RoleOf(2), SessionRole::kOwner);
 }
 
 TEST_F(SessionManagerTest, TokensBelongToTheBoundSessionAndAreTakenAllOrNothing) {
