@@ -50,8 +50,8 @@ VfioUserServer::VfioUserServer(PciDevice* device, SessionManager* sessions,
 
 VfioUserServer::~VfioUserServer() { Shutdown(); }
 
-size_t VfioUserServer::max_message_bytes() const {
-  return sizeof(Header) + sizeof(RegionAccessPayload) + options_.limits.max_data_xfer_size +
+size_t MaxMessageBytes(const ServerLimits& limits) {
+  return sizeof(Header) + sizeof(RegionAccessPayload) + limits.max_data_xfer_size +
          kMessageSlack;
 }
 
@@ -78,7 +78,8 @@ void VfioUserServer::Serve(Connection* connection) {
   sessions_->OnConnectionOpened(id, connection->peer, connection->spawned);
   std::string reason = "peer closed";
   absl::Status blocking = SetBlocking(connection->socket);
-  MessageStream stream(connection->socket, max_message_bytes(), options_.limits.max_msg_fds);
+  MessageStream stream(connection->socket, MaxMessageBytes(options_.limits),
+                       options_.limits.max_msg_fds);
   VfioUserSession session(device_, sessions_, &windows_, id, options_.limits);
   absl::StatusOr<bool> readable = stream.WaitReadable(options_.version_timeout);
   if (!blocking.ok()) {

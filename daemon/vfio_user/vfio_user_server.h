@@ -44,6 +44,10 @@ struct ServerOptions {
 // page sizes from the device's limits and IOMMU.
 ServerLimits LimitsFor(const PciDevice& device);
 
+// The most bytes one message may have under `limits`: the largest REGION_WRITE, with room for
+// the VERSION JSON and SET_IRQS bools.
+size_t MaxMessageBytes(const ServerLimits& limits);
+
 class VfioUserServer final : public ConnectionHandler {
  public:
   // Registers the release of the DMA windows with `cleanup`. Everything must outlive the server.
@@ -61,15 +65,11 @@ class VfioUserServer final : public ConnectionHandler {
   // are closed at once. Idempotent.
   void Shutdown();
 
-  // The most bytes one message may have: the largest REGION_WRITE, the VERSION JSON.
-  size_t max_message_bytes() const;
 
   // The fds a connection may hold at once (its socket and one message's fds), for the jail's
   // RLIMIT_NOFILE.
   static uint64_t FdsPerConnection(const ServerLimits& limits);
 
-  // The current DMA windows (for state views and tests).
-  std::vector<DmaWindow> Windows() const { return windows_.List(); }
 
  private:
   struct Connection {

@@ -138,9 +138,7 @@ class Harness {
     // As VfioUserServer's constructor does.
     cleanup_.Register(OwnerCleanup::Stage::kDma, "vfio-user DMA windows",
                       [this] { windows_.Clear(); });
-    // As VfioUserServer::max_message_bytes(): the largest access, its header, 4 KiB of slack.
-    max_message_bytes_ = sizeof(Header) + sizeof(vfio_user::RegionAccessPayload) +
-                         limits_.max_data_xfer_size + 4096;
+    max_message_bytes_ = vfio_user::MaxMessageBytes(limits_);
     fuzz::SetTrace(&trace_);
   }
   ~Harness() { fuzz::SetTrace(nullptr); }
