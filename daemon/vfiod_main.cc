@@ -45,8 +45,10 @@
 #include "daemon/base/status_macros.h"
 #include "daemon/jail/jail.h"
 #include "daemon/pci/pci_device.h"
+#include "daemon/service/call_admission.h"
 #include "daemon/service/malformed_request.h"
 #include "daemon/service/session_manager.h"
+#include "daemon/service/vfio_device_callbacks.h"
 #include "daemon/service/vfio_device_service.h"
 #include "daemon/sim/sim_backend.h"
 #include "daemon/transport/connection_registry.h"
@@ -101,7 +103,14 @@ ABSL_FLAG(uint32_t, max_connections, 64,
 ABSL_FLAG(uint32_t, max_fd_tokens, 0,
           "Unused fds a session may hold on its fd channels (0: 64, or the device's largest IRQ "
           "vector count plus 16 if that is more, so one SetIrqs can name every vector).");
-ABSL_FLAG(int, grpc_max_threads, 16, "Threads gRPC may use for calls.");
+ABSL_FLAG(uint32_t, max_observer_calls, 16,
+          "Calls of non-owners in progress at once, all connections together (the owner's "
+          "calls are never refused for capacity).");
+ABSL_FLAG(uint32_t, max_observer_calls_per_connection, 4,
+          "Calls of one non-owner connection in progress at once.");
+ABSL_FLAG(int, grpc_max_threads, 16,
+          "Threads for gRPC's synchronous services (health checking, reflection); the device "
+          "service does not use them.");
 ABSL_FLAG(std::string, jail, "on",
           "on: confine the daemon before serving (fds pinned, rlimits, namespaces, an empty "
           "read-only root, no capabilities, no_new_privs; daemon/jail/jail.h). off: for "
@@ -312,6 +321,7 @@ struct Config {
   DeviceLimits limits;
   uint64_t max_dma_bytes = 0;
   int grpc_max_threads = 16;
+  CallAdmissionOptions admission;
   bool observer_bar_reads = false;
 };
 
@@ -431,6 +441,13 @@ absl::StatusOr<Config> ParseConfig(ActivatedSockets activated) {
   }
   config.max_dma_bytes = absl::GetFlag(FLAGS_max_dma_bytes);
   config.grpc_max_threads = absl::GetFlag(FLAGS_grpc_max_threads);
+  config.admission.max_observer_calls = absl::GetFlag(FLAGS_max_observer_calls);
+  config.admission.max_calls_per_connection =
+      absl::GetFlag(FLAGS_max_observer_calls_per_connection);
+  if (config.admission.max_observer_calls == 0 || config.admission.max_calls_per_connection == 0) {
+    return absl::InvalidArgumentError(
+        "--max-observer-calls and --max-observer-calls-per-connection must be at least 1");
+  }
   config.observer_bar_reads = absl::GetFlag(FLAGS_observer_bar_reads);
   return config;
 }
@@ -463,7 +480,7 @@ uint64_t MaxOpenFiles(const Config& config, const PciDevice& device,
 }
 
 // gRPC, with no listening port of its own: the transport hands it checked connections.
-std::unique_ptr<grpc::Server> BuildGrpcServer(const Config& config, VfioDeviceService* service) {
+std::unique_ptr<grpc::Server> BuildGrpcServer(const Config& config, VfioDeviceCallbacks* service) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -602,7 +619,9 @@ absl::Status Run() {
   service_options.observer_bar_reads = config.observer_bar_reads;
   service_options.max_fd_tokens = max_fd_tokens;
   VfioDeviceService service(device.get(), &sessions, transport.get(), service_options);
-  std::unique_ptr<grpc::Server> server = BuildGrpcServer(config, &service);
+  CallAdmission admission(config.admission);
+  VfioDeviceCallbacks callbacks(&service, &admission);
+  std::unique_ptr<grpc::Server> server = BuildGrpcServer(config, &callbacks);
   if (server == nullptr) return absl::InternalError("gRPC server failed to start");
   VFIOD_RETURN_IF_ERROR(transport->Start(server.get()));
   LogInfo("serving", {{"device", description.backend.name},

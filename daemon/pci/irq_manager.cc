@@ -122,36 +122,71 @@ class IrqManager::Subscription : public IrqSubscription {
     return event;
   }
 
+  std::optional<IrqEvent> TryNext() override {
+    absl::MutexLock lock(&mu_);
+    if (queue_.empty()) return std::nullopt;
+    IrqEvent event = queue_.front();
+    queue_.pop_front();
+    return event;
+  }
+
   bool closed() const override {
     absl::MutexLock lock(&mu_);
     return closed_;
   }
 
-  void Push(const std::vector<IrqEvent>& events) {
-    absl::MutexLock lock(&mu_);
-    if (closed_) return;
-    bool queued = false;
-    for (const IrqEvent& event : events) {
-      if ((filter_ & (1u << Raw(event.index))) == 0) continue;
-      if (queue_.size() >= kSubscriptionQueueLimit) {
-        queue_.pop_front();
-        ++dropped_;
-      }
-      queue_.push_back(event);
-      queued = true;
+  void SetListener(std::function<void()> listener) override {
+    absl::MutexLock listener_lock(&listener_mu_);
+    listener_ = std::move(listener);
+    bool ready;
+    {
+      absl::MutexLock lock(&mu_);
+      ready = closed_ || !queue_.empty();
     }
-    if (queued) cv_.SignalAll();
+    if (ready && listener_) listener_();
+  }
+
+  void Push(const std::vector<IrqEvent>& events) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_) return;
+      bool queued = false;
+      for (const IrqEvent& event : events) {
+        if ((filter_ & (1u << Raw(event.index))) == 0) continue;
+        if (queue_.size() >= kSubscriptionQueueLimit) {
+          queue_.pop_front();
+          ++dropped_;
+        }
+        queue_.push_back(event);
+        queued = true;
+      }
+      if (!queued) return;
+      cv_.SignalAll();
+    }
+    NotifyListener();
   }
 
   void Close() {
-    absl::MutexLock lock(&mu_);
-    closed_ = true;
-    cv_.SignalAll();
+    {
+      absl::MutexLock lock(&mu_);
+      closed_ = true;
+      cv_.SignalAll();
+    }
+    NotifyListener();
   }
 
  private:
+  // Called without mu_, so that the listener may call TryNext().
+  void NotifyListener() {
+    absl::MutexLock listener_lock(&listener_mu_);
+    if (listener_) listener_();
+  }
+
   const std::shared_ptr<Registry> registry_;
   const uint32_t filter_;
+  // Held while the listener runs; taken before mu_ when both are.
+  absl::Mutex listener_mu_;
+  std::function<void()> listener_ ABSL_GUARDED_BY(listener_mu_);
   mutable absl::Mutex mu_;
   absl::CondVar cv_;
   std::deque<IrqEvent> queue_ ABSL_GUARDED_BY(mu_);

@@ -4,6 +4,7 @@
 #define VFIOD_DAEMON_PCI_IRQ_TYPES_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -65,13 +66,23 @@ struct IrqEvent {
 
 // A WatchIrqs subscriber's queue. Thread-safe. Events are queued from the moment of
 // subscription; a subscriber that falls more than 1024 events behind loses the oldest.
+// A subscriber either blocks in Next(), or sets a listener and takes events with TryNext()
+// when told (an asynchronous stream, which holds no thread while its reader does not read).
 class IrqSubscription {
  public:
   virtual ~IrqSubscription() = default;
   // Blocks until an event is queued (returns it), `deadline` passes or the subscription is
   // closed (both return nullopt; closed() tells which).
   virtual std::optional<IrqEvent> Next(absl::Time deadline) = 0;
+  // The oldest queued event, or nullopt at once when none is queued.
+  virtual std::optional<IrqEvent> TryNext() = 0;
   virtual bool closed() const = 0;
+  // `listener` is called, on the thread that queues events or closes the subscription, after
+  // each batch of events is queued and when the subscription closes; once at once if events are
+  // already queued or it is closed. It must not block, and must not call SetListener. Replacing
+  // or clearing it (nullptr) waits for a call in progress, so once SetListener(nullptr) returns
+  // the old listener is never called again.
+  virtual void SetListener(std::function<void()> listener) = 0;
 };
 
 }  // namespace vfiod

@@ -23,9 +23,6 @@ constexpr absl::string_view kMethodNames[] = {
 static_assert(sizeof(kMethodNames) / sizeof(kMethodNames[0]) ==
               VfioDeviceService::kMethodCount);
 
-// How long a WatchIrqs handler waits for an event before it re-checks for cancellation.
-constexpr absl::Duration kWatchPollInterval = absl::Milliseconds(200);
-
 std::string RegionName(uint32_t index) {
   if (index <= kBar5RegionIndex) return absl::StrCat("BAR", index);
   switch (index) {
@@ -181,7 +178,7 @@ VfioDeviceService::VfioDeviceService(PciDevice* device, SessionManager* sessions
   device_info_.set_daemon_version(options.daemon_version);
 }
 
-absl::StatusOr<ConnectionId> VfioDeviceService::Caller(const grpc::ServerContext* context,
+absl::StatusOr<ConnectionId> VfioDeviceService::Caller(const grpc::ServerContextBase* context,
                                                        absl::string_view operation) const {
   std::optional<ConnectionId> id = transport_->ConnectionForPeer(context->peer());
   if (!id.has_value() || !sessions_->NoteCall(*id)) {
@@ -197,7 +194,7 @@ grpc::Status VfioDeviceService::Finish(Method method, const absl::Status& status
   return ToGrpcStatus(status);
 }
 
-grpc::Status VfioDeviceService::GetDeviceInfo(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::GetDeviceInfo(grpc::ServerContextBase* context,
                                               const v1::GetDeviceInfoRequest* request,
                                               v1::DeviceInfo* response) {
   absl::StatusOr<ConnectionId> caller = Caller(context, "GetDeviceInfo");
@@ -205,7 +202,7 @@ grpc::Status VfioDeviceService::GetDeviceInfo(grpc::ServerContext* context,
   return Finish(kGetDeviceInfo, caller.status());
 }
 
-grpc::Status VfioDeviceService::ReadConfig(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::ReadConfig(grpc::ServerContextBase* context,
                                            const v1::ReadConfigRequest* request,
                                            v1::ReadConfigResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -218,7 +215,7 @@ grpc::Status VfioDeviceService::ReadConfig(grpc::ServerContext* context,
   return Finish(kReadConfig, status);
 }
 
-grpc::Status VfioDeviceService::WriteConfig(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::WriteConfig(grpc::ServerContextBase* context,
                                             const v1::WriteConfigRequest* request,
                                             v1::WriteConfigResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -230,7 +227,7 @@ grpc::Status VfioDeviceService::WriteConfig(grpc::ServerContext* context,
   return Finish(kWriteConfig, status);
 }
 
-grpc::Status VfioDeviceService::DumpConfig(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::DumpConfig(grpc::ServerContextBase* context,
                                            const v1::DumpConfigRequest* request,
                                            v1::DumpConfigResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -317,7 +314,7 @@ absl::Status VfioDeviceService::DoReadRegion(ConnectionId caller,
   return absl::OkStatus();
 }
 
-grpc::Status VfioDeviceService::ReadRegion(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::ReadRegion(grpc::ServerContextBase* context,
                                            const v1::ReadRegionRequest* request,
                                            v1::ReadRegionResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -327,7 +324,7 @@ grpc::Status VfioDeviceService::ReadRegion(grpc::ServerContext* context,
   return Finish(kReadRegion, status);
 }
 
-grpc::Status VfioDeviceService::WriteRegion(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::WriteRegion(grpc::ServerContextBase* context,
                                             const v1::WriteRegionRequest* request,
                                             v1::WriteRegionResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -343,7 +340,7 @@ grpc::Status VfioDeviceService::WriteRegion(grpc::ServerContext* context,
   return Finish(kWriteRegion, status);
 }
 
-grpc::Status VfioDeviceService::RegisterMemory(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::RegisterMemory(grpc::ServerContextBase* context,
                                                const v1::RegisterMemoryRequest* request,
                                                v1::RegisterMemoryResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -361,7 +358,7 @@ grpc::Status VfioDeviceService::RegisterMemory(grpc::ServerContext* context,
   return Finish(kRegisterMemory, status);
 }
 
-grpc::Status VfioDeviceService::UnregisterMemory(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::UnregisterMemory(grpc::ServerContextBase* context,
                                                  const v1::UnregisterMemoryRequest* request,
                                                  v1::UnregisterMemoryResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -373,7 +370,7 @@ grpc::Status VfioDeviceService::UnregisterMemory(grpc::ServerContext* context,
   return Finish(kUnregisterMemory, status);
 }
 
-grpc::Status VfioDeviceService::MapDma(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::MapDma(grpc::ServerContextBase* context,
                                        const v1::MapDmaRequest* request,
                                        v1::MapDmaResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -392,7 +389,7 @@ grpc::Status VfioDeviceService::MapDma(grpc::ServerContext* context,
   return Finish(kMapDma, status);
 }
 
-grpc::Status VfioDeviceService::UnmapDma(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::UnmapDma(grpc::ServerContextBase* context,
                                          const v1::UnmapDmaRequest* request,
                                          v1::UnmapDmaResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -478,7 +475,7 @@ absl::Status VfioDeviceService::DoSetIrqs(ConnectionId caller,
   return device_->SetIrqs(std::move(irq));
 }
 
-grpc::Status VfioDeviceService::SetIrqs(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::SetIrqs(grpc::ServerContextBase* context,
                                         const v1::SetIrqsRequest* request,
                                         v1::SetIrqsResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -488,11 +485,9 @@ grpc::Status VfioDeviceService::SetIrqs(grpc::ServerContext* context,
   return Finish(kSetIrqs, status);
 }
 
-absl::Status VfioDeviceService::DoWatchIrqs(grpc::ServerContext* context,
-                                            const v1::WatchIrqsRequest& request,
-                                            grpc::ServerWriter<v1::IrqEvent>* writer) {
+absl::StatusOr<VfioDeviceService::Watch> VfioDeviceService::StartWatch(
+    grpc::ServerContextBase* context, const v1::WatchIrqsRequest& request) {
   VFIOD_ASSIGN_OR_RETURN(ConnectionId caller, Caller(context, "WatchIrqs"));
-  // An open stream keeps its connection from being evicted as idle.
   SessionManager::StreamScope stream = sessions_->BeginStream(caller);
   std::vector<IrqIndex> indexes;
   for (int value : request.indexes()) {
@@ -501,31 +496,34 @@ absl::Status VfioDeviceService::DoWatchIrqs(grpc::ServerContext* context,
   }
   VFIOD_ASSIGN_OR_RETURN(std::shared_ptr<IrqSubscription> subscription,
                          device_->WatchIrqs(std::move(indexes)));
-  // Headers go out at once, so the client knows the subscription exists before any event.
-  writer->SendInitialMetadata();
-  while (!context->IsCancelled()) {
-    std::optional<IrqEvent> event = subscription->Next(absl::Now() + kWatchPollInterval);
-    if (!event.has_value()) {
-      if (subscription->closed()) break;
-      continue;
-    }
-    v1::IrqEvent out;
-    out.set_index(ToProto(event->index));
-    out.set_vector(event->vector);
-    out.set_count(event->count);
-    out.set_timestamp_ns(event->timestamp_ns);
-    if (!writer->Write(out)) break;  // the client went away
-  }
-  return absl::OkStatus();
+  return Watch{std::move(subscription), std::move(stream)};
 }
 
-grpc::Status VfioDeviceService::WatchIrqs(grpc::ServerContext* context,
-                                          const v1::WatchIrqsRequest* request,
-                                          grpc::ServerWriter<v1::IrqEvent>* writer) {
-  return Finish(kWatchIrqs, DoWatchIrqs(context, *request, writer));
+grpc::Status VfioDeviceService::FinishWatch(const absl::Status& status) {
+  return Finish(kWatchIrqs, status);
 }
 
-grpc::Status VfioDeviceService::Reset(grpc::ServerContext* context,
+v1::IrqEvent VfioDeviceService::EventToProto(const IrqEvent& event) {
+  v1::IrqEvent out;
+  out.set_index(ToProto(event.index));
+  out.set_vector(event.vector);
+  out.set_count(event.count);
+  out.set_timestamp_ns(event.timestamp_ns);
+  return out;
+}
+
+absl::string_view VfioDeviceService::MethodName(Method method) { return kMethodNames[method]; }
+
+std::optional<ConnectionId> VfioDeviceService::ConnectionOf(
+    const grpc::ServerContextBase* context) const {
+  return transport_->ConnectionForPeer(context->peer());
+}
+
+bool VfioDeviceService::IsOwner(ConnectionId connection) const {
+  return sessions_->RoleOf(connection) == SessionRole::kOwner;
+}
+
+grpc::Status VfioDeviceService::Reset(grpc::ServerContextBase* context,
                                       const v1::ResetRequest* request,
                                       v1::ResetResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -595,7 +593,7 @@ void VfioDeviceService::FillState(ConnectionId caller, v1::DeviceState* state) c
   }
 }
 
-grpc::Status VfioDeviceService::GetState(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::GetState(grpc::ServerContextBase* context,
                                          const v1::GetStateRequest* request,
                                          v1::DeviceState* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -606,7 +604,7 @@ grpc::Status VfioDeviceService::GetState(grpc::ServerContext* context,
   return Finish(kGetState, status);
 }
 
-grpc::Status VfioDeviceService::ClaimOwnership(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::ClaimOwnership(grpc::ServerContextBase* context,
                                                const v1::ClaimOwnershipRequest* request,
                                                v1::ClaimOwnershipResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -616,7 +614,7 @@ grpc::Status VfioDeviceService::ClaimOwnership(grpc::ServerContext* context,
   return Finish(kClaimOwnership, status);
 }
 
-grpc::Status VfioDeviceService::ReleaseOwnership(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::ReleaseOwnership(grpc::ServerContextBase* context,
                                                  const v1::ReleaseOwnershipRequest* request,
                                                  v1::ReleaseOwnershipResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -626,7 +624,7 @@ grpc::Status VfioDeviceService::ReleaseOwnership(grpc::ServerContext* context,
   return Finish(kReleaseOwnership, status);
 }
 
-grpc::Status VfioDeviceService::BindFdChannel(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::BindFdChannel(grpc::ServerContextBase* context,
                                               const v1::BindFdChannelRequest* request,
                                               v1::BindFdChannelResponse* response) {
   absl::Status status = [&]() -> absl::Status {
@@ -636,7 +634,7 @@ grpc::Status VfioDeviceService::BindFdChannel(grpc::ServerContext* context,
   return Finish(kBindFdChannel, status);
 }
 
-grpc::Status VfioDeviceService::ReleaseFdTokens(grpc::ServerContext* context,
+grpc::Status VfioDeviceService::ReleaseFdTokens(grpc::ServerContextBase* context,
                                                 const v1::ReleaseFdTokensRequest* request,
                                                 v1::ReleaseFdTokensResponse* response) {
   absl::Status status = [&]() -> absl::Status {
