@@ -1,10 +1,11 @@
 // Malformed request bodies: INVALID_ARGUMENT, not gRPC's INTERNAL.
 //
-// gRPC's synchronous server deserializes a request before any handler runs; when the bytes are
-// not a valid protobuf encoding of the method's request message (garbage, a truncated or
-// 11-byte varint, a stray end-group tag, a length past the end, invalid UTF-8 in a string
-// field, no message at all) it answers INTERNAL ("Failed to parse request" / an empty message)
-// and the handler, with its role check, never runs. That is a client error, so the daemon's
+// gRPC's server deserializes a request before any handler runs; when the bytes are not a valid
+// protobuf encoding of the method's request message (garbage, a truncated or 11-byte varint, a
+// stray end-group tag, a length past the end, invalid UTF-8 in a string field, no message at
+// all) it answers by itself (INTERNAL on the synchronous API, UNIMPLEMENTED with no message on
+// the callback API that the device service uses, CallbackUnaryHandler) and the handler, with
+// its role check, never runs. That is a client error, so the daemon's
 // contract (proto/vfiod/v1/vfiod.proto) says INVALID_ARGUMENT.
 //
 // A server interceptor does the mapping, for the methods of vfiod.v1.VfioDevice only: on
