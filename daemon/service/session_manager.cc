@@ -99,8 +99,8 @@ absl::Status SessionManager::ClaimOwnership(ConnectionId id) {
                        kOwnerLossWait);
   if (owner_.has_value()) {
     if (*owner_ == id) return absl::OkStatus();
-    return absl::FailedPreconditionError(absl::StrCat(
-        "ClaimOwnership: another session owns the device (connection ", *owner_, ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("ClaimOwnership: another session owns the device (connection ", *owner_, ")"));
   }
   uid_t uid = session->second.peer.uid;
   if (std::find(options_.owner_uids.begin(), options_.owner_uids.end(), uid) ==
@@ -151,9 +151,8 @@ absl::Status SessionManager::BindFdChannel(ConnectionId id, absl::string_view ke
     return absl::FailedPreconditionError("BindFdChannel: the connection has ended");
   }
   if (key.size() != v1::kFdChannelKeyBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("BindFdChannel: channel_key has ",
-                                                   key.size(), " bytes, expected ",
-                                                   v1::kFdChannelKeyBytes));
+    return absl::InvalidArgumentError(absl::StrCat("BindFdChannel: channel_key has ", key.size(),
+                                                   " bytes, expected ", v1::kFdChannelKeyBytes));
   }
   for (auto& [channel_id, channel] : channels_) {
     if (!KeysEqual(channel.key, key)) continue;
@@ -195,9 +194,9 @@ absl::StatusOr<std::vector<std::optional<UniqueFd>>> SessionManager::TakeFds(
     }
     std::optional<FdTokenBytes> token = FdTokenFromHex(hex);
     if (!token.has_value()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(operation, ": fd token \"", hex.substr(0, 64), "\" is not ",
-                       v1::kFdTokenHexLength, " lowercase hex digits"));
+      return absl::InvalidArgumentError(absl::StrCat(operation, ": fd token \"", hex.substr(0, 64),
+                                                     "\" is not ", v1::kFdTokenHexLength,
+                                                     " lowercase hex digits"));
     }
     if (std::find(tokens.begin(), tokens.end(), token) != tokens.end()) {
       return absl::InvalidArgumentError(
@@ -301,10 +300,31 @@ bool SessionManager::NoteCall(ConnectionId id) {
   return true;
 }
 
-SessionManager::StreamScope SessionManager::BeginStream(ConnectionId id) {
+absl::StatusOr<SessionManager::StreamScope> SessionManager::BeginStream(ConnectionId id,
+                                                                        absl::string_view operation,
+                                                                        StreamLimits limits) {
   absl::MutexLock lock(&mu_);
   auto session = sessions_.find(id);
-  if (session != sessions_.end()) ++session->second.open_streams;
+  if (session == sessions_.end()) {
+    return absl::UnavailableError(absl::StrCat(operation, ": the connection has ended"));
+  }
+  if (owner_ != id) {
+    if (static_cast<uint32_t>(session->second.open_streams) >= limits.per_observer) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(operation, ": this connection has ", session->second.open_streams,
+                       " streams open, the most a non-owner may have"));
+    }
+    uint32_t observer_streams = 0;
+    for (const auto& [other, state] : sessions_) {
+      if (owner_ != other) observer_streams += state.open_streams;
+    }
+    if (observer_streams >= limits.observers_total) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          operation, ": non-owners have ", observer_streams,
+          " streams open, the most they may have together (the rest are the owner's)"));
+    }
+  }
+  ++session->second.open_streams;
   return StreamScope(this, id);
 }
 
@@ -362,8 +382,8 @@ void SessionManager::OnFdChannelOpened(FdChannelId id, const FdChannelKey& key,
   channel.bound_to = bound_to;
 }
 
-absl::StatusOr<std::vector<FdTokenBytes>> SessionManager::OnFdsReceived(
-    FdChannelId id, std::vector<UniqueFd> fds) {
+absl::StatusOr<std::vector<FdTokenBytes>> SessionManager::OnFdsReceived(FdChannelId id,
+                                                                        std::vector<UniqueFd> fds) {
   std::vector<FdTokenBytes> tokens(fds.size());
   for (FdTokenBytes& token : tokens) {
     absl::Status random = FillRandom(absl::MakeSpan(token));
@@ -379,9 +399,8 @@ absl::StatusOr<std::vector<FdTokenBytes>> SessionManager::OnFdsReceived(
                           ? HeldBySessionLocked(*channel->second.bound_to)
                           : channel->second.fds.size();
   if (held + fds.size() > options_.max_fd_tokens) {
-    return absl::ResourceExhaustedError(absl::StrCat("too many unused fds: ", held,
-                                                     " held by the session, limit ",
-                                                     options_.max_fd_tokens));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "too many unused fds: ", held, " held by the session, limit ", options_.max_fd_tokens));
   }
   for (size_t i = 0; i < fds.size(); ++i) {
     channel->second.fds.emplace(tokens[i], std::move(fds[i]));

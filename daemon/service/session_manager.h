@@ -122,7 +122,17 @@ class SessionManager : public TransportEvents {
     SessionManager* manager_;
     ConnectionId id_;
   };
-  StreamScope BeginStream(ConnectionId id);
+  // Bounds on the streams of non-owners, so that observers cannot take every IRQ watcher the
+  // device has (the owner's streams are bounded only by the device's limit).
+  struct StreamLimits {
+    uint32_t per_observer = 0;     // open streams of one non-owner session
+    uint32_t observers_total = 0;  // open streams of all non-owner sessions together
+  };
+  // Notes a stream (WatchIrqs) of `id` as open until the scope ends. UNAVAILABLE when `id` has
+  // no session; RESOURCE_EXHAUSTED, naming `operation` and the limit, when `id` is not the owner
+  // and a bound of `limits` is reached.
+  absl::StatusOr<StreamScope> BeginStream(ConnectionId id, absl::string_view operation,
+                                          StreamLimits limits);
 
   // An observer idle this long, with no stream open, may be evicted.
   static constexpr absl::Duration kEvictableIdle = absl::Seconds(2);
@@ -135,8 +145,7 @@ class SessionManager : public TransportEvents {
   Summary GetSummary() const;
 
   // TransportEvents.
-  void OnConnectionOpened(ConnectionId id, const PeerCredentials& peer,
-                          bool spawn_owner) override;
+  void OnConnectionOpened(ConnectionId id, const PeerCredentials& peer, bool spawn_owner) override;
   void OnConnectionClosed(ConnectionId id) override;
   void OnFdChannelOpened(FdChannelId id, const FdChannelKey& key, const PeerCredentials& peer,
                          std::optional<ConnectionId> bound_to) override;

@@ -2,10 +2,12 @@
 
 #include <sys/eventfd.h>
 
+#include <list>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "daemon/base/owner_cleanup.h"
@@ -81,8 +83,7 @@ TEST_F(SessionManagerTest, AClaimRacingTheCloseNeverLeavesAClosedConnectionOwnin
   ASSERT_TRUE(sessions_.ClaimOwnership(1).ok());
   sessions_.OnConnectionClosed(1);
   EXPECT_FALSE(existed_during_loss);
-  EXPECT_EQ(claim_during_loss.code(), absl::StatusCode::kFailedPrecondition)
-      << claim_during_loss;
+  EXPECT_EQ(claim_during_loss.code(), absl::StatusCode::kFailedPrecondition) << claim_during_loss;
   EXPECT_FALSE(sessions_.GetSummary().owner_attached);
   EXPECT_EQ(sessions_.ClaimOwnership(1).code(), absl::StatusCode::kFailedPrecondition);
 }
@@ -130,16 +131,13 @@ TEST_F(SessionManagerTest, TokensBelongToTheBoundSessionAndAreTakenAllOrNothing)
       << "another session's token";
   // One unknown token: none is taken.
   const std::string unknown(32, 'f');
-  EXPECT_EQ(sessions_.TakeFds(1, {a, unknown}, "op").status().code(),
-            absl::StatusCode::kNotFound);
-  EXPECT_EQ(sessions_.TakeFds(1, {a, a}, "op").status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(sessions_.TakeFds(1, {a, unknown}, "op").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(sessions_.TakeFds(1, {a, a}, "op").status().code(), absl::StatusCode::kInvalidArgument);
   absl::StatusOr<std::vector<std::optional<UniqueFd>>> both = sessions_.TakeFds(1, {a, b}, "op");
   ASSERT_TRUE(both.ok()) << both.status();
   EXPECT_EQ(sessions_.TakeFd(1, a, "op").status().code(), absl::StatusCode::kNotFound)
       << "a token is used once";
-  EXPECT_EQ(sessions_.TakeFd(1, "xyz", "op").status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(sessions_.TakeFd(1, "xyz", "op").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(SessionManagerTest, TheTokenLimitHoldsAndOwnerLossDropsUnusedTokens) {
@@ -187,7 +185,8 @@ TEST_F(SessionManagerTest, OnlyAnIdleObserverWithoutStreamsMayBeEvicted) {
   sessions_.OnConnectionOpened(3, kObserverPeer, false);
   sessions_.OnConnectionOpened(4, kObserverPeer, false);
   ASSERT_TRUE(sessions_.ClaimOwnership(1).ok());
-  SessionManager::StreamScope watch = sessions_.BeginStream(2);
+  absl::StatusOr<SessionManager::StreamScope> watch = sessions_.BeginStream(2, "WatchIrqs", {1, 1});
+  ASSERT_TRUE(watch.ok()) << watch.status();
   EXPECT_EQ(sessions_.EvictableConnection({1, 2, 3, 4}), std::nullopt)
       << "nobody has been idle long enough";
   absl::SleepFor(SessionManager::kEvictableIdle + absl::Milliseconds(100));
@@ -196,6 +195,40 @@ TEST_F(SessionManagerTest, OnlyAnIdleObserverWithoutStreamsMayBeEvicted) {
   EXPECT_EQ(sessions_.EvictableConnection({1, 2, 4}), std::nullopt)
       << "the owner, an open stream and a recent call all keep their connection";
   EXPECT_FALSE(sessions_.IsFdChannelBound(99));
+}
+
+TEST_F(SessionManagerTest, ObserverStreamsAreBoundedAndTheOwnersAreNot) {
+  sessions_.OnConnectionOpened(1, kOwnerPeer, false);
+  sessions_.OnConnectionOpened(2, kObserverPeer, false);
+  sessions_.OnConnectionOpened(3, kObserverPeer, false);
+  ASSERT_TRUE(sessions_.ClaimOwnership(1).ok());
+  const SessionManager::StreamLimits limits{2, 3};
+  std::list<SessionManager::StreamScope> open;  // StreamScope is not assignable
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<SessionManager::StreamScope> stream =
+        sessions_.BeginStream(2, "WatchIrqs", limits);
+    ASSERT_TRUE(stream.ok()) << stream.status();
+    open.push_back(*std::move(stream));
+  }
+  absl::StatusOr<SessionManager::StreamScope> refused =
+      sessions_.BeginStream(2, "WatchIrqs", limits);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StartsWith(refused.status().message(), "WatchIrqs: ")) << refused.status();
+  absl::StatusOr<SessionManager::StreamScope> third = sessions_.BeginStream(3, "WatchIrqs", limits);
+  ASSERT_TRUE(third.ok()) << "another observer, within the total";
+  EXPECT_EQ(sessions_.BeginStream(3, "WatchIrqs", limits).status().code(),
+            absl::StatusCode::kResourceExhausted)
+      << "the observers' total is reached";
+  for (int i = 0; i < 5; ++i) {
+    absl::StatusOr<SessionManager::StreamScope> owner =
+        sessions_.BeginStream(1, "WatchIrqs", limits);
+    ASSERT_TRUE(owner.ok()) << "the owner is not bounded here";
+    open.push_back(*std::move(owner));
+  }
+  open.erase(open.begin());  // an observer stream ends: room again
+  EXPECT_TRUE(sessions_.BeginStream(2, "WatchIrqs", limits).ok());
+  EXPECT_EQ(sessions_.BeginStream(99, "WatchIrqs", limits).status().code(),
+            absl::StatusCode::kUnavailable);
 }
 
 TEST_F(SessionManagerTest, TheSpawnOwnerOwnsFromTheStartAndItsEndIsReported) {

@@ -30,8 +30,7 @@ bool OwnerCallMayBlock(Method method) {
 
 CallLane LaneFor(Method method, bool owner) {
   if (owner) return OwnerCallMayBlock(method) ? CallLane::kOwnerWorker : CallLane::kOwnerInline;
-  if (method == VfioDeviceService::kClaimOwnership ||
-      method == VfioDeviceService::kBindFdChannel) {
+  if (method == VfioDeviceService::kClaimOwnership || method == VfioDeviceService::kBindFdChannel) {
     return CallLane::kSetup;
   }
   return CallLane::kObserver;
@@ -139,14 +138,12 @@ grpc::ServerWriteReactor<v1::IrqEvent>* VfioDeviceCallbacks::WatchIrqs(
 }
 
 // The unary methods: each runs the service's handler of the same name in its lane.
-#define VFIOD_UNARY(Name, Request, Response)                                                \
-  grpc::ServerUnaryReactor* VfioDeviceCallbacks::Name(grpc::CallbackServerContext* context, \
-                                                      const v1::Request* request,           \
-                                                      v1::Response* response) {             \
-    return Unary(context, VfioDeviceService::k##Name,                                       \
-                 [this, context, request, response] {                                       \
-                   return service_->Name(context, request, response);                       \
-                 });                                                                        \
+#define VFIOD_UNARY(Name, Request, Response)                                                      \
+  grpc::ServerUnaryReactor* VfioDeviceCallbacks::Name(                                            \
+      grpc::CallbackServerContext* context, const v1::Request* request, v1::Response* response) { \
+    return Unary(context, VfioDeviceService::k##Name, [this, context, request, response] {        \
+      return service_->Name(context, request, response);                                          \
+    });                                                                                           \
   }
 
 VFIOD_UNARY(GetDeviceInfo, GetDeviceInfoRequest, DeviceInfo)

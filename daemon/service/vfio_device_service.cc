@@ -15,13 +15,16 @@ namespace vfiod {
 namespace {
 
 constexpr absl::string_view kMethodNames[] = {
-    "GetDeviceInfo", "ReadConfig",     "WriteConfig",      "DumpConfig",    "ReadRegion",
-    "WriteRegion",   "RegisterMemory", "UnregisterMemory", "MapDma",        "UnmapDma",
-    "SetIrqs",       "WatchIrqs",      "Reset",            "GetState",      "ClaimOwnership",
-    "ReleaseOwnership", "BindFdChannel", "ReleaseFdTokens",
+    "GetDeviceInfo", "ReadConfig",      "WriteConfig",    "DumpConfig",
+    "ReadRegion",    "WriteRegion",     "RegisterMemory", "UnregisterMemory",
+    "MapDma",        "UnmapDma",        "SetIrqs",        "WatchIrqs",
+    "Reset",         "GetState",        "ClaimOwnership", "ReleaseOwnership",
+    "BindFdChannel", "ReleaseFdTokens",
 };
-static_assert(sizeof(kMethodNames) / sizeof(kMethodNames[0]) ==
-              VfioDeviceService::kMethodCount);
+static_assert(sizeof(kMethodNames) / sizeof(kMethodNames[0]) == VfioDeviceService::kMethodCount);
+
+// WatchIrqs streams one non-owner connection may have open at once.
+constexpr uint32_t kWatchStreamsPerObserver = 2;
 
 std::string RegionName(uint32_t index) {
   if (index <= kBar5RegionIndex) return absl::StrCat("BAR", index);
@@ -164,8 +167,7 @@ v1::DeviceInfo BuildDeviceInfo(const DeviceDescription& description, const Devic
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   // absl::StatusCode and grpc::StatusCode share the canonical numbering.
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
 VfioDeviceService::VfioDeviceService(PciDevice* device, SessionManager* sessions,
@@ -174,7 +176,8 @@ VfioDeviceService::VfioDeviceService(PciDevice* device, SessionManager* sessions
       sessions_(sessions),
       transport_(transport),
       options_(options),
-      device_info_(BuildDeviceInfo(device->description(), device->limits(), options.max_fd_tokens)) {
+      device_info_(
+          BuildDeviceInfo(device->description(), device->limits(), options.max_fd_tokens)) {
   device_info_.set_daemon_version(options.daemon_version);
 }
 
@@ -207,8 +210,7 @@ grpc::Status VfioDeviceService::ReadConfig(grpc::ServerContextBase* context,
                                            v1::ReadConfigResponse* response) {
   absl::Status status = [&]() -> absl::Status {
     VFIOD_RETURN_IF_ERROR(Caller(context, "ReadConfig").status());
-    VFIOD_ASSIGN_OR_RETURN(uint32_t value,
-                           device_->ReadConfig(request->offset(), request->size()));
+    VFIOD_ASSIGN_OR_RETURN(uint32_t value, device_->ReadConfig(request->offset(), request->size()));
     response->set_value(value);
     return absl::OkStatus();
   }();
@@ -255,8 +257,7 @@ absl::Status VfioDeviceService::CheckConfigRange(absl::string_view operation, ui
   if (offset > config_size || size > config_size - offset) {
     return absl::OutOfRangeError(absl::StrCat(operation, ": offset ", offset, " + size ", size,
                                               " is beyond config space (region ",
-                                              kConfigRegionIndex, ") of ", config_size,
-                                              " bytes"));
+                                              kConfigRegionIndex, ") of ", config_size, " bytes"));
   }
   return absl::OkStatus();
 }
@@ -268,8 +269,7 @@ uint32_t ConfigChunk(uint64_t at, uint64_t left) {
 }
 }  // namespace
 
-absl::Status VfioDeviceService::ReadConfigRegion(uint64_t offset, uint64_t size,
-                                                 std::string* out) {
+absl::Status VfioDeviceService::ReadConfigRegion(uint64_t offset, uint64_t size, std::string* out) {
   VFIOD_RETURN_IF_ERROR(CheckConfigRange("ReadRegion", offset, size));
   out->resize(size);
   for (uint64_t done = 0; done < size;) {
@@ -307,9 +307,8 @@ absl::Status VfioDeviceService::DoReadRegion(ConnectionId caller,
                            sessions_->AcquireOwner(caller, "ReadRegion"));
     owner.emplace(std::move(scope));
   }
-  VFIOD_ASSIGN_OR_RETURN(
-      std::vector<uint8_t> data,
-      device_->ReadRegion(request.index(), request.offset(), request.size()));
+  VFIOD_ASSIGN_OR_RETURN(std::vector<uint8_t> data,
+                         device_->ReadRegion(request.index(), request.offset(), request.size()));
   response->set_data(data.data(), data.size());
   return absl::OkStatus();
 }
@@ -396,8 +395,7 @@ grpc::Status VfioDeviceService::UnmapDma(grpc::ServerContextBase* context,
     VFIOD_ASSIGN_OR_RETURN(ConnectionId caller, Caller(context, "UnmapDma"));
     VFIOD_ASSIGN_OR_RETURN(SessionManager::OwnerScope owner,
                            sessions_->AcquireOwner(caller, "UnmapDma"));
-    VFIOD_ASSIGN_OR_RETURN(UnmapResult result,
-                           device_->UnmapDma(request->iova(), request->size()));
+    VFIOD_ASSIGN_OR_RETURN(UnmapResult result, device_->UnmapDma(request->iova(), request->size()));
     response->set_unmapped_bytes(result.bytes);
     response->set_unmapped_mappings(result.mappings);
     return absl::OkStatus();
@@ -405,8 +403,7 @@ grpc::Status VfioDeviceService::UnmapDma(grpc::ServerContextBase* context,
   return Finish(kUnmapDma, status);
 }
 
-absl::Status VfioDeviceService::DoSetIrqs(ConnectionId caller,
-                                          const v1::SetIrqsRequest& request) {
+absl::Status VfioDeviceService::DoSetIrqs(ConnectionId caller, const v1::SetIrqsRequest& request) {
   VFIOD_ASSIGN_OR_RETURN(SessionManager::OwnerScope owner,
                          sessions_->AcquireOwner(caller, "SetIrqs"));
   IrqRequest irq;
@@ -424,9 +421,9 @@ absl::Status VfioDeviceService::DoSetIrqs(ConnectionId caller,
       irq.action = IrqAction::kUnmask;
       break;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("SetIrqs: action ", static_cast<int>(request.action()),
-                       " is not TRIGGER, MASK or UNMASK"));
+      return absl::InvalidArgumentError(absl::StrCat("SetIrqs: action ",
+                                                     static_cast<int>(request.action()),
+                                                     " is not TRIGGER, MASK or UNMASK"));
   }
   switch (request.data_case()) {
     case v1::SetIrqsRequest::kNone:
@@ -443,9 +440,8 @@ absl::Status VfioDeviceService::DoSetIrqs(ConnectionId caller,
       irq.data = IrqRequest::Data::kEventfd;
       const auto& tokens = request.eventfds().fd_tokens();
       if (static_cast<uint64_t>(tokens.size()) != request.count()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("SetIrqs: ", tokens.size(), " eventfd tokens for count ",
-                         request.count()));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "SetIrqs: ", tokens.size(), " eventfd tokens for count ", request.count()));
       }
       std::vector<absl::string_view> hex(tokens.begin(), tokens.end());
       VFIOD_ASSIGN_OR_RETURN(std::vector<std::optional<UniqueFd>> fds,
@@ -459,10 +455,10 @@ absl::Status VfioDeviceService::DoSetIrqs(ConnectionId caller,
         absl::StatusOr<EventFd> eventfd = EventFd::Adopt(std::move(*fds[i]));
         if (!eventfd.ok()) {
           // INVALID_ARGUMENT when the fd is not an eventfd.
-          return absl::Status(eventfd.status().code(),
-                              absl::StrCat("SetIrqs: fd token ", hex[i], " (vector ",
-                                           uint64_t{request.start()} + i,
-                                           "): ", eventfd.status().message()));
+          return absl::Status(
+              eventfd.status().code(),
+              absl::StrCat("SetIrqs: fd token ", hex[i], " (vector ", uint64_t{request.start()} + i,
+                           "): ", eventfd.status().message()));
         }
         irq.eventfds.push_back(*std::move(eventfd));
       }
@@ -488,7 +484,12 @@ grpc::Status VfioDeviceService::SetIrqs(grpc::ServerContextBase* context,
 absl::StatusOr<VfioDeviceService::Watch> VfioDeviceService::StartWatch(
     grpc::ServerContextBase* context, const v1::WatchIrqsRequest& request) {
   VFIOD_ASSIGN_OR_RETURN(ConnectionId caller, Caller(context, "WatchIrqs"));
-  SessionManager::StreamScope stream = sessions_->BeginStream(caller);
+  // Observers may not take every watcher the device has: the owner keeps one.
+  const uint32_t watchers = device_->limits().max_irq_watchers;
+  const SessionManager::StreamLimits limits{kWatchStreamsPerObserver,
+                                            watchers > 1 ? watchers - 1 : watchers};
+  VFIOD_ASSIGN_OR_RETURN(SessionManager::StreamScope stream,
+                         sessions_->BeginStream(caller, "WatchIrqs", limits));
   std::vector<IrqIndex> indexes;
   for (int value : request.indexes()) {
     VFIOD_ASSIGN_OR_RETURN(IrqIndex index, IrqIndexFromProto(value, "WatchIrqs"));
@@ -538,7 +539,7 @@ grpc::Status VfioDeviceService::Reset(grpc::ServerContextBase* context,
 void VfioDeviceService::FillState(ConnectionId caller, v1::DeviceState* state) const {
   SessionManager::Summary summary = sessions_->GetSummary();
   state->set_caller_role(sessions_->RoleOf(caller) == SessionRole::kOwner ? v1::ROLE_OWNER
-                                                                           : v1::ROLE_OBSERVER);
+                                                                          : v1::ROLE_OBSERVER);
   state->set_owner_attached(summary.owner_attached);
   state->set_sessions(summary.sessions);
   state->set_owner_losses(summary.owner_losses);
@@ -642,8 +643,8 @@ grpc::Status VfioDeviceService::ReleaseFdTokens(grpc::ServerContextBase* context
     const auto& tokens = request->fd_tokens();
     const uint64_t limit = std::max<uint64_t>(options_.max_fd_tokens, 1);
     if (tokens.empty() || static_cast<uint64_t>(tokens.size()) > limit) {
-      return absl::InvalidArgumentError(absl::StrCat("ReleaseFdTokens: ", tokens.size(),
-                                                     " tokens; 1..", limit, " per request"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("ReleaseFdTokens: ", tokens.size(), " tokens; 1..", limit, " per request"));
     }
     std::vector<absl::string_view> hex(tokens.begin(), tokens.end());
     for (absl::string_view token : hex) {

@@ -47,8 +47,8 @@ class VfioDeviceService final {
   VfioDeviceService(PciDevice* device, SessionManager* sessions, const Transport* transport,
                     ServiceOptions options);
 
-  grpc::Status GetDeviceInfo(grpc::ServerContextBase* context, const v1::GetDeviceInfoRequest* request,
-                             v1::DeviceInfo* response);
+  grpc::Status GetDeviceInfo(grpc::ServerContextBase* context,
+                             const v1::GetDeviceInfoRequest* request, v1::DeviceInfo* response);
   grpc::Status ReadConfig(grpc::ServerContextBase* context, const v1::ReadConfigRequest* request,
                           v1::ReadConfigResponse* response);
   grpc::Status WriteConfig(grpc::ServerContextBase* context, const v1::WriteConfigRequest* request,
@@ -143,8 +143,7 @@ class VfioDeviceService final {
 
   absl::Status DoReadRegion(ConnectionId caller, const v1::ReadRegionRequest& request,
                             v1::ReadRegionResponse* response);
-  absl::Status CheckConfigRange(absl::string_view operation, uint64_t offset,
-                                uint64_t size) const;
+  absl::Status CheckConfigRange(absl::string_view operation, uint64_t offset, uint64_t size) const;
   absl::Status ReadConfigRegion(uint64_t offset, uint64_t size, std::string* out);
   absl::Status WriteConfigRegion(uint64_t offset, absl::string_view data);
   absl::Status DoSetIrqs(ConnectionId caller, const v1::SetIrqsRequest& request);
