@@ -46,8 +46,8 @@ bool Serves(const std::string& path) {
   std::condition_variable done_cv;
   bool done = false;
   grpc::Status status;
-  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
-                 &response, [&](grpc::Status result) {
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status result) {
                    std::lock_guard<std::mutex> lock(mu);
                    status = result;
                    done = true;
@@ -124,16 +124,29 @@ std::string DaemonProcess::DeviceName() {
   return "sim:edu";
 }
 
-absl::StatusOr<pid_t> SpawnProcess(const std::vector<std::string>& argv) {
+namespace {
+
+// posix_spawn of argv[0], with the child's stderr on `stderr_fd` when not null.
+absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const UniqueFd* stderr_fd) {
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (stderr_fd != nullptr) posix_spawn_file_actions_adddup2(&actions, stderr_fd->get(), 2);
   pid_t pid;
-  int error = posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ);
+  int error = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
   if (error != 0) {
     return absl::InternalError(absl::StrCat("posix_spawn ", argv[0], ": ", strerror(error)));
   }
   return pid;
+}
+
+}  // namespace
+
+absl::StatusOr<pid_t> SpawnProcess(const std::vector<std::string>& argv) {
+  return Spawn(argv, nullptr);
 }
 
 std::vector<std::string> DaemonProcess::BaseArgs() {
@@ -146,6 +159,16 @@ std::string DaemonProcess::ExpectedSeccompMode() { return kSanitizerBuild ? "0" 
 
 absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
     const std::vector<std::string>& extra_args) {
+  return StartWithLog(extra_args, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
+    const std::vector<std::string>& extra_args, const UniqueFd& log) {
+  return StartWithLog(extra_args, &log);
+}
+
+absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::StartWithLog(
+    const std::vector<std::string>& extra_args, const UniqueFd* log) {
   std::unique_ptr<DaemonProcess> daemon(new DaemonProcess());
   char dir_template[] = "/tmp/vfiodtXXXXXX";
   if (mkdtemp(dir_template) == nullptr) {
@@ -161,7 +184,7 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
   const std::vector<std::string> base = BaseArgs();
   argv.insert(argv.end(), base.begin(), base.end());
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-  absl::StatusOr<pid_t> pid = SpawnProcess(argv);
+  absl::StatusOr<pid_t> pid = Spawn(argv, log);
   if (!pid.ok()) return pid.status();
   daemon->pid_ = *pid;
   absl::Time deadline = absl::Now() + absl::Seconds(20);

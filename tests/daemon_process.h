@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/unique_fd.h"
 
 namespace vfiod::testing {
 
@@ -31,6 +32,10 @@ class DaemonProcess {
   // type the kernel lacks), the error says which and why.
   static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(
       const std::vector<std::string>& extra_args = {});
+  // As Start(extra_args), with the daemon's stderr (the launcher's, which relays the daemon's
+  // log) on `log` instead of this process's stderr: a file, or a pipe nobody reads.
+  static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(
+      const std::vector<std::string>& extra_args, const UniqueFd& log);
   ~DaemonProcess();
 
   const std::string& socket_path() const { return socket_path_; }
@@ -58,6 +63,8 @@ class DaemonProcess {
 
  private:
   DaemonProcess() = default;
+  static absl::StatusOr<std::unique_ptr<DaemonProcess>> StartWithLog(
+      const std::vector<std::string>& extra_args, const UniqueFd* log);
   void Exited(int status);
   std::string dir_;
   std::string socket_path_;
