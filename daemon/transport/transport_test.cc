@@ -38,13 +38,13 @@
 namespace vfiod {
 namespace {
 
-using ::vfiod::testing::CountOpenFds;
-using ::vfiod::testing::ShortTempDir;
-using ::vfiod::testing::WaitReadable;
 using v1::FdChannelHello;
 using v1::FdChannelReply;
 using v1::FdChannelSend;
 using v1::kFdChannelMagic;
+using ::vfiod::testing::CountOpenFds;
+using ::vfiod::testing::ShortTempDir;
+using ::vfiod::testing::WaitReadable;
 
 constexpr absl::Duration kWait = absl::Seconds(10);
 
@@ -63,8 +63,7 @@ class RecordingEvents : public TransportEvents {
     std::optional<ConnectionId> bound_to;
   };
 
-  void OnConnectionOpened(ConnectionId id, const PeerCredentials& peer,
-                          bool spawn_owner) override {
+  void OnConnectionOpened(ConnectionId id, const PeerCredentials& peer, bool spawn_owner) override {
     absl::MutexLock lock(&mu_);
     opened_.push_back({id, peer, spawn_owner});
     sequence_.push_back(absl::StrCat("open:", id));
@@ -213,8 +212,8 @@ class PeerService : public grpc::CallbackGenericService {
  public:
   std::atomic<Transport*> transport{nullptr};
 
-  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* context)
-      override {
+  grpc::ServerGenericBidiReactor* CreateReactor(
+      grpc::GenericCallbackServerContext* context) override {
     class Reactor : public grpc::ServerGenericBidiReactor {
      public:
       Reactor(grpc::GenericCallbackServerContext* context, Transport* transport) {
@@ -381,8 +380,8 @@ class TransportTest : public ::testing::Test {
                                 absl::Span<const UniqueFd> fds, uint32_t magic = kFdChannelMagic) {
     FdChannelSend send{magic, sequence};
     return SendUnixMessage(
-        channel,
-        absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(&send), sizeof(send)), fds);
+        channel, absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(&send), sizeof(send)),
+        fds);
   }
 
   // A stream connection that has sent the HTTP/2 client preface, as every gRPC client does
@@ -431,7 +430,7 @@ class TransportTest : public ::testing::Test {
   RecordingEvents events_;
   PeerService peer_service_;
   ConnectionQuotas quotas_;
-  ConnectionRegistry registry_{ConnectionQuotas{}};  // for options that are never started
+  ConnectionRegistry registry_{ConnectionQuotas{}};     // for options that are never started
   std::unique_ptr<ConnectionRegistry> quota_registry_;  // the started transport's
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<Transport> transport_;
@@ -489,8 +488,7 @@ TEST_F(TransportTest, NonSocketPathIsRefused) {
   ASSERT_TRUE(file.valid());
   absl::StatusOr<std::unique_ptr<Transport>> transport =
       Transport::Create(ListenOptions(), &events_);
-  EXPECT_EQ(transport.status().code(), absl::StatusCode::kFailedPrecondition)
-      << transport.status();
+  EXPECT_EQ(transport.status().code(), absl::StatusCode::kFailedPrecondition) << transport.status();
   struct stat st;
   ASSERT_EQ(::lstat(path_.c_str(), &st), 0);
   EXPECT_TRUE(S_ISREG(st.st_mode));
@@ -540,8 +538,7 @@ TEST_F(TransportTest, UidNotAllowedIsClosedBeforeGrpcSeesIt) {
   absl::StatusOr<UniqueFd> client = ConnectUnixSocket(path_, UnixSocketKind::kStream);
   ASSERT_TRUE(client.ok()) << client.status();
   EXPECT_TRUE(SeesEof(*client));
-  absl::StatusOr<UniqueFd> channel =
-      ConnectUnixSocket(path_ + ".fds", UnixSocketKind::kSeqPacket);
+  absl::StatusOr<UniqueFd> channel = ConnectUnixSocket(path_ + ".fds", UnixSocketKind::kSeqPacket);
   ASSERT_TRUE(channel.ok()) << channel.status();
   EXPECT_TRUE(SeesEof(*channel));
   EXPECT_TRUE(events_.opened().empty());
@@ -563,8 +560,7 @@ TEST_F(TransportTest, ConnectionsBeyondTheLimitAreClosed) {
 
   FdChannelHello hello;
   UniqueFd channel = ConnectFdChannel(&hello);
-  absl::StatusOr<UniqueFd> channel2 =
-      ConnectUnixSocket(path_ + ".fds", UnixSocketKind::kSeqPacket);
+  absl::StatusOr<UniqueFd> channel2 = ConnectUnixSocket(path_ + ".fds", UnixSocketKind::kSeqPacket);
   ASSERT_TRUE(channel2.ok());
   EXPECT_TRUE(SeesEof(*channel2));
   EXPECT_EQ(events_.channels_opened().size(), 1u);
@@ -629,16 +625,11 @@ TEST_F(TransportTest, PrefaceInPiecesIsAccepted) {
 
 TEST_F(TransportTest, SilentClientIsDroppedAfterThePrefaceTimeout) {
   TransportOptions options = ListenOptions();
-  quotas_.max_grpc = 1;
+  quotas_.max_grpc = 2;
   StartTransport(std::move(options));
   absl::StatusOr<UniqueFd> silent = ConnectUnixSocket(path_, UnixSocketKind::kStream);
   ASSERT_TRUE(silent.ok());
-  // It holds the only slot while it waits (given time to be accepted)...
-  absl::SleepFor(absl::Milliseconds(300));
-  absl::StatusOr<UniqueFd> refused = ConnectExpectingRefusal();
-  ASSERT_TRUE(refused.ok()) << refused.status();
-  EXPECT_TRUE(SeesEof(*refused));
-  // ...but not for good: the transport closes it without a preface (5 s), and the slot frees.
+  // The transport closes it without a preface (5 s).
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   bool closed = false;
   while (!closed && absl::Now() < deadline) {
@@ -648,9 +639,23 @@ TEST_F(TransportTest, SilentClientIsDroppedAfterThePrefaceTimeout) {
   }
   EXPECT_TRUE(closed);
   EXPECT_TRUE(events_.opened().empty());
-  absl::StatusOr<UniqueFd> next = ConnectHttp2Client();
-  ASSERT_TRUE(next.ok());
+}
+
+TEST_F(TransportTest, AtTheGrpcQuotaTheOldestSilentConnectionMakesRoom) {
+  quotas_.max_grpc = 2;
+  StartTransport(ListenOptions());
+  absl::StatusOr<UniqueFd> older = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+  ASSERT_TRUE(older.ok());
+  absl::SleepFor(absl::Milliseconds(100));  // accepted in this order
+  absl::StatusOr<UniqueFd> newer = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+  ASSERT_TRUE(newer.ok());
+  absl::SleepFor(absl::Milliseconds(200));  // both hold a slot, waiting for a preface
+  // A client that speaks HTTP/2 gets a slot at once, not after the silent ones' 5 s.
+  absl::StatusOr<UniqueFd> client = ConnectHttp2Client();
+  ASSERT_TRUE(client.ok());
   EXPECT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.opened_count() == 1; }));
+  EXPECT_TRUE(SeesEof(*older)) << "the oldest silent connection gives way";
+  EXPECT_FALSE(WaitReadable(*newer, absl::Milliseconds(300))) << "the newer one keeps its slot";
 }
 
 TEST_F(TransportTest, ConnectionForPeerParsesOnlyTheExactFormat) {
@@ -658,9 +663,9 @@ TEST_F(TransportTest, ConnectionForPeerParsesOnlyTheExactFormat) {
   absl::StatusOr<UniqueFd> client = ConnectHttp2Client();
   ASSERT_TRUE(client.ok());
   ASSERT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.opened_count() == 1; }));
-  for (const char* peer : {"", "fd:", "fd:-1", "fd:+3", "fd: 3", "fd:3 ", "fd:03", "fd:abc",
-                           "fd:99999999999", "fd:2147483648", "unix:/tmp/x", "FD:3",
-                           "ipv4:127.0.0.1:1"}) {
+  for (const char* peer :
+       {"", "fd:", "fd:-1", "fd:+3", "fd: 3", "fd:3 ", "fd:03", "fd:abc", "fd:99999999999",
+        "fd:2147483648", "unix:/tmp/x", "FD:3", "ipv4:127.0.0.1:1"}) {
     EXPECT_FALSE(transport_->ConnectionForPeer(peer).has_value()) << peer;
   }
   // Exactly one of the fd numbers maps to the connection.
@@ -814,8 +819,7 @@ TEST_F(TransportTest, SeventeenFdsGetAnErrorReplyAndNoneLeak) {
     ASSERT_TRUE(SendBatch(channel, 9, fds).ok());
     Reply reply = ReadReply(channel);
     EXPECT_EQ(reply.header.sequence, 9u);
-    EXPECT_EQ(reply.header.status_code,
-              static_cast<uint32_t>(absl::StatusCode::kInvalidArgument));
+    EXPECT_EQ(reply.header.status_code, static_cast<uint32_t>(absl::StatusCode::kInvalidArgument));
     EXPECT_NE(std::string(reply.header.message).find("16"), std::string::npos)
         << reply.header.message;
   }
@@ -841,20 +845,17 @@ TEST_F(TransportTest, BadMagicAndBadSizeGetErrorRepliesAndFdsAreClosed) {
     ASSERT_TRUE(SendBatch(channel, 3, fds, /*magic=*/0xdeadbeef).ok());
     Reply reply = ReadReply(channel);
     EXPECT_EQ(reply.header.sequence, 0u);  // the header is not trusted
-    EXPECT_EQ(reply.header.status_code,
-              static_cast<uint32_t>(absl::StatusCode::kInvalidArgument));
+    EXPECT_EQ(reply.header.status_code, static_cast<uint32_t>(absl::StatusCode::kInvalidArgument));
     EXPECT_NE(std::string(reply.header.message).find("magic"), std::string::npos);
 
     const uint8_t twelve[12] = {};
     ASSERT_TRUE(SendUnixMessage(channel, twelve, fds).ok());
     reply = ReadReply(channel);
-    EXPECT_EQ(reply.header.status_code,
-              static_cast<uint32_t>(absl::StatusCode::kInvalidArgument));
+    EXPECT_EQ(reply.header.status_code, static_cast<uint32_t>(absl::StatusCode::kInvalidArgument));
     const uint8_t four[4] = {};
     ASSERT_TRUE(SendUnixMessage(channel, four, fds).ok());
     reply = ReadReply(channel);
-    EXPECT_EQ(reply.header.status_code,
-              static_cast<uint32_t>(absl::StatusCode::kInvalidArgument));
+    EXPECT_EQ(reply.header.status_code, static_cast<uint32_t>(absl::StatusCode::kInvalidArgument));
   }
   EXPECT_EQ(events_.batches(), 0);
   ASSERT_TRUE(WaitReadable(read_end, kWait));
@@ -872,8 +873,7 @@ TEST_F(TransportTest, SessionErrorIsSentBack) {
   ASSERT_TRUE(SendBatch(channel, 11, fds).ok());
   Reply reply = ReadReply(channel);
   EXPECT_EQ(reply.header.sequence, 11u);
-  EXPECT_EQ(reply.header.status_code,
-            static_cast<uint32_t>(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(reply.header.status_code, static_cast<uint32_t>(absl::StatusCode::kResourceExhausted));
   EXPECT_STREQ(reply.header.message, "too many fds in this session");
 }
 
@@ -915,7 +915,7 @@ TEST_F(TransportTest, ShutdownReportsEverythingClosed) {
   EXPECT_EQ(events_.channels_closed().size(), 1u);
   EXPECT_EQ(events_.closed().size(), 1u);
   EXPECT_TRUE(SeesEof(channel));
-  transport_->Shutdown();  // idempotent
+  transport_->Shutdown();         // idempotent
   transport_->CloseFdChannel(1);  // harmless after shutdown
   EXPECT_EQ(transport_->Start(server_.get()).code(), absl::StatusCode::kFailedPrecondition);
 }
@@ -993,8 +993,7 @@ TEST_F(TransportTest, SpawnModeServesTheInheritedConnectionAndFdChannel) {
   EXPECT_TRUE(health.status.ok()) << health.status.error_message();
   CallResult peer = UnaryCall(channel, kPeerMethod, "x");
   ASSERT_TRUE(peer.status.ok()) << peer.status.error_message();
-  EXPECT_NE(peer.response.find(absl::StrCat("|", opened.id)), std::string::npos)
-      << peer.response;
+  EXPECT_NE(peer.response.find(absl::StrCat("|", opened.id)), std::string::npos) << peer.response;
 
   channel.reset();
   ASSERT_TRUE(events_.WaitFor([](const RecordingEvents& e) { return e.closed_count() == 1; }));
@@ -1020,7 +1019,6 @@ TEST_F(TransportTest, ConnectionIdsAreNeverReused) {
   for (size_t i = 1; i < opened.size(); ++i) EXPECT_GT(opened[i].id, opened[i - 1].id);
 }
 
-
 TEST_F(TransportTest, AnUnboundFdChannelIsClosedAfterTheBindTimeout) {
   events_.SetChannelsBound(false);
   StartTransport(ListenOptions());
@@ -1030,8 +1028,8 @@ TEST_F(TransportTest, AnUnboundFdChannelIsClosedAfterTheBindTimeout) {
   const absl::Time start = absl::Now();
   EXPECT_TRUE(SeesEof(channel, kFdChannelBindTimeout + kWait));
   EXPECT_GE(absl::Now() - start, kFdChannelBindTimeout - absl::Milliseconds(100));
-  EXPECT_TRUE(events_.WaitFor(
-      [](const RecordingEvents& e) { return e.channels_closed_count() == 1; }));
+  EXPECT_TRUE(
+      events_.WaitFor([](const RecordingEvents& e) { return e.channels_closed_count() == 1; }));
 }
 
 TEST_F(TransportTest, AtTheFdChannelQuotaTheOldestUnboundChannelMakesRoom) {
