@@ -1,5 +1,6 @@
 #include "daemon/base/logging.h"
 
+#include <limits.h>
 #include <poll.h>
 #include <time.h>
 #include <unistd.h>
@@ -106,8 +107,16 @@ class Logger {
     return std::exchange(burst.suppressed, 0);
   }
 
-  // False when the line must be written directly (no writer thread).
-  bool Enqueue(std::string line) {
+  // Queues the line for the writer thread, or, when there is none (before the daemon's jail,
+  // after stopping), writes it at once if stderr takes it without waiting and otherwise drops
+  // and counts it: a stderr that is already full (a pipe its reader never drains) must not
+  // keep the daemon from starting.
+  void Emit(std::string line) {
+    if (!Enqueue(line)) WriteDirect(std::move(line));
+  }
+
+  // False when there is no writer thread.
+  bool Enqueue(std::string& line) {
     absl::MutexLock lock(&mu_);
     if (!running_) return false;
     if (queued_bytes_ + line.size() > kLogQueueBytes) {
@@ -118,6 +127,27 @@ class Logger {
     queued_bytes_ += line.size();
     queue_.push_back(std::move(line));
     return true;
+  }
+
+  void WriteDirect(std::string line) {
+    absl::MutexLock lock(&mu_);  // one direct line at a time, and the counters
+    struct pollfd wait = {STDERR_FILENO, POLLOUT, 0};
+    if (::poll(&wait, 1, 0) == 0) {
+      ++dropped_;
+      ++dropped_unreported_;
+      return;
+    }
+    if (dropped_unreported_ > 0) {
+      line.pop_back();  // the newline
+      absl::StrAppend(&line, " dropped=", std::exchange(dropped_unreported_, 0), "\n");
+    }
+    // A pipe that polls writable takes PIPE_BUF bytes at once; a longer line is cut there
+    // rather than risk waiting for the rest.
+    if (line.size() > PIPE_BUF) {
+      line.resize(PIPE_BUF - 4);
+      line.append("...\n");
+    }
+    WriteLine(line);
   }
 
   void Start() {
@@ -153,9 +183,8 @@ class Logger {
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
-            +[](Logger* l) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-              return !l->queue_.empty() || l->stopping_;
-            },
+            +[](Logger* l)
+                 ABSL_NO_THREAD_SAFETY_ANALYSIS { return !l->queue_.empty() || l->stopping_; },
             this));
         if (queue_.empty()) return;
         line = std::move(queue_.front());
@@ -226,10 +255,9 @@ void Log(LogLevel level, absl::string_view message, std::initializer_list<LogFie
   if (!suppressed.has_value()) return;
   struct tm utc;
   gmtime_r(&now.tv_sec, &utc);
-  std::string line = absl::StrFormat("ts=%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ level=%s msg=",
-                                     utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday,
-                                     utc.tm_hour, utc.tm_min, utc.tm_sec, now.tv_nsec / 1000,
-                                     LevelName(level));
+  std::string line = absl::StrFormat(
+      "ts=%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ level=%s msg=", utc.tm_year + 1900, utc.tm_mon + 1,
+      utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, now.tv_nsec / 1000, LevelName(level));
   AppendValue(&line, message);
   for (const LogField& field : fields) {
     absl::StrAppend(&line, " ", field.first, "=");
@@ -237,7 +265,7 @@ void Log(LogLevel level, absl::string_view message, std::initializer_list<LogFie
   }
   if (*suppressed > 0) absl::StrAppend(&line, " suppressed=", *suppressed);
   line.push_back('\n');
-  if (!TheLogger().Enqueue(line)) WriteLine(line);
+  TheLogger().Emit(std::move(line));
 }
 
 void StartAsyncLogging() { TheLogger().Start(); }

@@ -6,7 +6,9 @@
 // writes it with a single write(2). A VMM that spawns vfiod and never drains its stderr stalls
 // only that thread: lines that find the queue full are dropped and counted, and the next line
 // written says how many were lost ("dropped=N"). Before StartAsyncLogging(), and after
-// StopAsyncLogging(), Log() writes directly.
+// StopAsyncLogging(), Log() writes directly, but only when stderr takes the line without
+// waiting (poll); otherwise the line is dropped and counted the same way, so a stderr that is
+// full from the start (a pipe nobody drains) cannot keep the daemon from starting or exiting.
 //
 // Repeated lines are rate-limited: at most kLogBurst lines with the same message per second;
 // the rest are counted and the next line of that message that is written carries

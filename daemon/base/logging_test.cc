@@ -109,5 +109,32 @@ TEST(LoggingTest, AStderrNobodyReadsNeverBlocksLogAndLossesAreCounted) {
   StopAsyncLogging();
 }
 
+TEST(LoggingTest, BeforeTheWriterThreadAFullStderrDropsLinesInsteadOfBlocking) {
+  CapturedStderr err;
+  // Fill the pipe behind stderr to the last byte, through a descriptor of its own that may
+  // fail instead of waiting (stderr's own description stays blocking, as a VMM's pipe would be).
+  const std::string path = absl::StrCat("/proc/self/fd/", STDERR_FILENO);
+  int filler = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(filler, 0);
+  const std::string chunk(4096, 'f');
+  while (::write(filler, chunk.data(), chunk.size()) > 0) {
+  }
+  while (::write(filler, "f", 1) > 0) {
+  }
+  ::close(filler);
+  const uint64_t dropped_before = GetLogCounters().dropped;
+  const absl::Time start = absl::Now();
+  LogInfo("into a full stderr");  // no writer thread: the direct path
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << "Log() waited for a full stderr";
+  EXPECT_EQ(GetLogCounters().dropped, dropped_before + 1);
+  // Once there is room, the next line goes out and reports the loss.
+  std::string out = err.Drain();
+  LogInfo("after room is made");
+  out += err.Drain();
+  const size_t line = out.find("msg=\"after room is made\"");
+  ASSERT_NE(line, std::string::npos) << out.substr(out.size() > 300 ? out.size() - 300 : 0);
+  EXPECT_NE(out.find("dropped=1", line), std::string::npos);
+}
+
 }  // namespace
 }  // namespace vfiod
