@@ -10,13 +10,14 @@
 //   tools/figures/attack_matrix.sh --rows=window0,observer-calls --bar_reads=500
 //
 // Flags: --rows (default: every row), --bar_reads, --irq_triggers, --call_timeout, --resets
-// (concurrent Resets at the end of each workflow; the daemon's device is then sim:edu,reset),
+// (the concurrent Resets of the reset-burst row, whose device is sim:edu,reset),
 // --settle (how long an attack runs before the owner starts), --daemon_log (the daemons' logs; the
 // log-flood row's daemon writes its log into a pipe nobody reads instead), --vfiod (the daemon
 // binary). Unpinned: the attack and the owner share the machine's CPUs, so ratios swing between
 // runs (tools/bench.sh measures latency pinned).
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,7 +45,7 @@ ABSL_FLAG(int, bar_reads, 200, "BAR0 reads in each owner workflow.");
 ABSL_FLAG(int, irq_triggers, 50, "Interrupts the owner raises for WatchIrqs streams.");
 ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(5),
           "Deadline of each owner call (and of its connect).");
-ABSL_FLAG(int, resets, 50, "Concurrent Resets at the end of each owner workflow (0: none).");
+ABSL_FLAG(int, resets, 50, "Concurrent Resets the owner makes in the reset-burst row.");
 ABSL_FLAG(absl::Duration, settle, absl::Seconds(2.5),
           "How long an attack runs before the owner's workflow starts.");
 ABSL_FLAG(std::string, daemon_log, "/tmp/attack_matrix.daemon.log",
@@ -60,6 +61,8 @@ struct Row {
   std::string item;  // the item
   AttackFunction attack;
   bool undrained_log = false;  // the daemon's stderr is a pipe nobody reads
+  // The owner's workflow ends with --resets concurrent Resets (the device: sim:edu,reset).
+  bool reset_burst = false;
 };
 
 std::vector<Row> Rows() {
@@ -70,6 +73,14 @@ std::vector<Row> Rows() {
          s.stop.WaitForNotification();
          return AttackReport{absl::OkStatus(), "no attack"};
        }},
+      {"reset-burst", "1",
+       [](const AttackTarget&, AttackSignals& s) {
+         s.ready.Notify();
+         s.stop.WaitForNotification();
+         return AttackReport{absl::OkStatus(),
+                             "no attacker: the owner's own burst of concurrent Resets"};
+       },
+       /*undrained_log=*/false, /*reset_burst=*/true},
       {"window0", "1",
        [](const AttackTarget& t, AttackSignals& s) {
          return WindowZeroCalls(t, WindowZeroOptions{1, 16}, s);
@@ -132,9 +143,12 @@ absl::StatusOr<UniqueFd> DaemonLog(bool undrained, UniqueFd* unread) {
 }
 
 // Runs one row; true when it passed.
-bool RunRow(const Row& row, const OwnerWorkflowOptions& options) {
+bool RunRow(const Row& row, OwnerWorkflowOptions options) {
   std::vector<std::string> args;
-  if (options.concurrent_resets > 0) args.push_back("--device=sim:edu,reset");
+  if (row.reset_burst) {
+    args.push_back("--device=sim:edu,reset");
+    options.concurrent_resets = absl::GetFlag(FLAGS_resets);
+  }
   UniqueFd unread;
   absl::StatusOr<UniqueFd> log = DaemonLog(row.undrained_log, &unread);
   if (!log.ok()) {
@@ -176,6 +190,10 @@ bool RunRow(const Row& row, const OwnerWorkflowOptions& options) {
   if (!report.status.ok())
     std::printf("      attack error: %s\n", report.status.ToString().c_str());
   if (!alive) std::printf("      the daemon is gone\n");
+  if (int unread_bytes = 0; unread.valid() && ::ioctl(unread.get(), FIONREAD, &unread_bytes) == 0) {
+    std::printf("      the daemon's stderr: a pipe nobody read, holding %d bytes (capacity %d)\n",
+                unread_bytes, ::fcntl(unread.get(), F_GETPIPE_SZ));
+  }
   if (under.failed() > 0) {
     std::printf("      owner under attack: %s; first failure: %s\n", under.StepSummary().c_str(),
                 under.FirstFailure().c_str());
@@ -199,13 +217,12 @@ int Main() {
   OwnerWorkflowOptions options;
   options.bar_reads = absl::GetFlag(FLAGS_bar_reads);
   options.irq_triggers = absl::GetFlag(FLAGS_irq_triggers);
-  options.concurrent_resets = absl::GetFlag(FLAGS_resets);
   options.call_timeout = absl::GetFlag(FLAGS_call_timeout);
   std::printf(
       "attack matrix: owner workflow = connect, ClaimOwnership, BindFdChannel, RegisterMemory "
-      "(sealed memfd), MapDma, WriteConfig, %d x ReadRegion BAR0, %d interrupts, %d concurrent "
-      "Resets; settle %s; daemon logs in %s\n",
-      options.bar_reads, options.irq_triggers, options.concurrent_resets,
+      "(sealed memfd), MapDma, WriteConfig, %d x ReadRegion BAR0, %d interrupts (reset-burst: "
+      "then %d concurrent Resets); settle %s; daemon logs in %s\n",
+      options.bar_reads, options.irq_triggers, absl::GetFlag(FLAGS_resets),
       absl::FormatDuration(absl::GetFlag(FLAGS_settle)).c_str(),
       absl::GetFlag(FLAGS_daemon_log).c_str());
   int run = 0, passed = 0;
