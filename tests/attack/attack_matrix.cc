@@ -65,21 +65,19 @@ struct Row {
   bool reset_burst = false;
 };
 
+// A row without an attacker: in place at once, until stopped.
+AttackFunction NoAttack(std::string summary) {
+  return [summary](const AttackTarget&, AttackSignals& s) {
+    s.ready.Notify();
+    s.stop.WaitForNotification();
+    return AttackReport{absl::OkStatus(), summary};
+  };
+}
+
 std::vector<Row> Rows() {
   return {
-      {"none", "control",
-       [](const AttackTarget&, AttackSignals& s) {
-         s.ready.Notify();
-         s.stop.WaitForNotification();
-         return AttackReport{absl::OkStatus(), "no attack"};
-       }},
-      {"reset-burst", "1",
-       [](const AttackTarget&, AttackSignals& s) {
-         s.ready.Notify();
-         s.stop.WaitForNotification();
-         return AttackReport{absl::OkStatus(),
-                             "no attacker: the owner's own burst of concurrent Resets"};
-       },
+      {"none", "control", NoAttack("no attack")},
+      {"reset-burst", "1", NoAttack("no attacker: the owner's own burst of concurrent Resets"),
        /*undrained_log=*/false, /*reset_burst=*/true},
       {"window0", "1",
        [](const AttackTarget& t, AttackSignals& s) {
