@@ -324,13 +324,17 @@ AttackReport LogFlood(const AttackTarget& target, int workers, AttackSignals& si
   version.push_back(0);
   const std::string garbage = "\xff\xfe\xc3\x28 not utf-8 \x80\x81";
   auto round = [&] {
-    if (absl::StatusOr<testing::VfioUserClient> client =
-            testing::VfioUserClient::Connect(target.vfio_user_path);
-        client.ok()) {
-      const timeval timeout = {1, 0};  // a stuck daemon must not stall the flood's stop
-      ::setsockopt(client->socket().get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    // Connected without blocking (a daemon that stopped accepting must not hold the flood),
+    // then blocking with timeouts, as the test client reads its replies.
+    if (absl::StatusOr<UniqueFd> socket =
+            ConnectUnixSocket(target.vfio_user_path, UnixSocketKind::kStream);
+        socket.ok() && SetBlocking(*socket).ok()) {
+      const timeval timeout = {1, 0};
+      ::setsockopt(socket->get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+      ::setsockopt(socket->get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+      testing::VfioUserClient client(*std::move(socket));
       absl::StatusOr<testing::VfioUserClient::Reply> reply =
-          client->Call(vfio_user::Command::kVersion, version);
+          client.Call(vfio_user::Command::kVersion, version);
       ++versions;
       if (reply.ok() && !reply->error()) ++versions_accepted;
     }
