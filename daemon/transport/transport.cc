@@ -126,8 +126,8 @@ class TransportImpl final : public Transport {
     absl::Time resume_at;
   };
   struct Connection {
-    int grpc_fd;     // the number gRPC owns; the key of "fd:N"
-    UniqueFd watch;  // our duplicate, watched for EPOLLRDHUP only
+    int grpc_fd;      // the number gRPC owns; the key of "fd:N"
+    UniqueFd watch;   // our duplicate, watched for EPOLLRDHUP only
     ConnectionSlot slot;
   };
   struct Channel {
@@ -160,7 +160,8 @@ class TransportImpl final : public Transport {
   ConnectionSlot Admit(Protocol protocol, const PeerCredentials& peer);
   std::optional<ConnectionId> AddConnection(UniqueFd fd, const PeerCredentials& peer,
                                             bool spawn_owner, ConnectionSlot slot);
-  void AddFdChannel(UniqueFd fd, const PeerCredentials& peer, std::optional<ConnectionId> bound_to);
+  void AddFdChannel(UniqueFd fd, const PeerCredentials& peer,
+                    std::optional<ConnectionId> bound_to);
   void AddPending(UniqueFd fd, const PeerCredentials& peer);
   void AdoptVfioUser(UniqueFd fd, const PeerCredentials& peer, bool spawned);
   void ServePending(uint64_t id, uint32_t epoll_events);
@@ -267,14 +268,15 @@ absl::Status TransportImpl::Init() {
   for (int p = 0; p < kNumProtocols; ++p) {
     if (!activated_[p].valid()) continue;
     const Protocol protocol = static_cast<Protocol>(p);
-    absl::StatusOr<UnixListener> adopted = UnixListener::Adopt(std::move(activated_[p]), kKinds[p]);
+    absl::StatusOr<UnixListener> adopted =
+        UnixListener::Adopt(std::move(activated_[p]), kKinds[p]);
     if (!adopted.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("socket activation: the ",
-                                                     ProtocolName(protocol),
-                                                     " socket: ", adopted.status().message()));
+                                                     ProtocolName(protocol), " socket: ",
+                                                     adopted.status().message()));
     }
-    LogInfo("listening on an activated socket",
-            {{"kind", std::string(ProtocolName(protocol))}, {"socket", adopted->path()}});
+    LogInfo("listening on an activated socket", {{"kind", std::string(ProtocolName(protocol))},
+                                                 {"socket", adopted->path()}});
     listeners_.emplace_back(*std::move(adopted), protocol);
   }
   if (listeners_.empty()) return absl::OkStatus();
@@ -550,10 +552,11 @@ void TransportImpl::HandleListener(Listener& listener) {
     }
     const PeerCredentials peer = ToPeer(*credentials);
     if (!UidAllowed(peer.uid)) {
-      LogWarning("connection refused: uid not allowed", {{"kind", kind},
-                                                         {"uid", std::to_string(peer.uid)},
-                                                         {"pid", std::to_string(peer.pid)},
-                                                         {"gid", std::to_string(peer.gid)}});
+      LogWarning("connection refused: uid not allowed",
+                 {{"kind", kind},
+                  {"uid", std::to_string(peer.uid)},
+                  {"pid", std::to_string(peer.pid)},
+                  {"gid", std::to_string(peer.gid)}});
       continue;  // `accepted` closes here, before any handler sees a byte
     }
     switch (listener.protocol) {
@@ -661,8 +664,7 @@ void TransportImpl::AddPending(UniqueFd fd, const PeerCredentials& peer) {
     LogError("connection refused", {{"error", std::string(watched.message())}});
     return;
   }
-  pending_.emplace(id,
-                   Pending{std::move(fd), peer, absl::Now() + kPrefaceTimeout, std::move(slot)});
+  pending_.emplace(id, Pending{std::move(fd), peer, absl::Now() + kPrefaceTimeout, std::move(slot)});
 }
 
 void TransportImpl::ServePending(uint64_t id, uint32_t epoll_events) {
@@ -707,10 +709,11 @@ void TransportImpl::ExpirePending() {
       ++it;
       continue;
     }
-    LogWarning("connection refused", {{"reason", "no HTTP/2 preface in time"},
-                                      {"uid", std::to_string(it->second.peer.uid)},
-                                      {"pid", std::to_string(it->second.peer.pid)},
-                                      {"timeout", absl::FormatDuration(kPrefaceTimeout)}});
+    LogWarning("connection refused",
+               {{"reason", "no HTTP/2 preface in time"},
+                {"uid", std::to_string(it->second.peer.uid)},
+                {"pid", std::to_string(it->second.peer.pid)},
+                {"timeout", absl::FormatDuration(kPrefaceTimeout)}});
     EpollDelete(it->second.fd);
     it = pending_.erase(it);
   }
@@ -738,11 +741,10 @@ bool TransportImpl::EvictFor(Protocol protocol) {
     // with time): silent connections cannot keep the owner out for their 5 s each.
     if (!pending_.empty()) {
       auto oldest = pending_.begin();
-      LogWarning(
-          "connection refused",
-          {{"reason", "evicted: no HTTP/2 preface yet, and a new connection needed its slot"},
-           {"uid", std::to_string(oldest->second.peer.uid)},
-           {"pid", std::to_string(oldest->second.peer.pid)}});
+      LogWarning("connection refused",
+                 {{"reason", "evicted: no HTTP/2 preface yet, and a new connection needed its slot"},
+                  {"uid", std::to_string(oldest->second.peer.uid)},
+                  {"pid", std::to_string(oldest->second.peer.pid)}});
       EpollDelete(oldest->second.fd);
       pending_.erase(oldest);
       return true;
