@@ -99,8 +99,8 @@ absl::Status SessionManager::ClaimOwnership(ConnectionId id) {
                        kOwnerLossWait);
   if (owner_.has_value()) {
     if (*owner_ == id) return absl::OkStatus();
-    return absl::FailedPreconditionError(
-        absl::StrCat("ClaimOwnership: another session owns the device (connection ", *owner_, ")"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ClaimOwnership: another session owns the device (connection ", *owner_, ")"));
   }
   uid_t uid = session->second.peer.uid;
   if (std::find(options_.owner_uids.begin(), options_.owner_uids.end(), uid) ==
@@ -151,8 +151,9 @@ absl::Status SessionManager::BindFdChannel(ConnectionId id, absl::string_view ke
     return absl::FailedPreconditionError("BindFdChannel: the connection has ended");
   }
   if (key.size() != v1::kFdChannelKeyBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("BindFdChannel: channel_key has ", key.size(),
-                                                   " bytes, expected ", v1::kFdChannelKeyBytes));
+    return absl::InvalidArgumentError(absl::StrCat("BindFdChannel: channel_key has ",
+                                                   key.size(), " bytes, expected ",
+                                                   v1::kFdChannelKeyBytes));
   }
   for (auto& [channel_id, channel] : channels_) {
     if (!KeysEqual(channel.key, key)) continue;
@@ -194,9 +195,9 @@ absl::StatusOr<std::vector<std::optional<UniqueFd>>> SessionManager::TakeFds(
     }
     std::optional<FdTokenBytes> token = FdTokenFromHex(hex);
     if (!token.has_value()) {
-      return absl::InvalidArgumentError(absl::StrCat(operation, ": fd token \"", hex.substr(0, 64),
-                                                     "\" is not ", v1::kFdTokenHexLength,
-                                                     " lowercase hex digits"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(operation, ": fd token \"", hex.substr(0, 64), "\" is not ",
+                       v1::kFdTokenHexLength, " lowercase hex digits"));
     }
     if (std::find(tokens.begin(), tokens.end(), token) != tokens.end()) {
       return absl::InvalidArgumentError(
@@ -382,8 +383,8 @@ void SessionManager::OnFdChannelOpened(FdChannelId id, const FdChannelKey& key,
   channel.bound_to = bound_to;
 }
 
-absl::StatusOr<std::vector<FdTokenBytes>> SessionManager::OnFdsReceived(FdChannelId id,
-                                                                        std::vector<UniqueFd> fds) {
+absl::StatusOr<std::vector<FdTokenBytes>> SessionManager::OnFdsReceived(
+    FdChannelId id, std::vector<UniqueFd> fds) {
   std::vector<FdTokenBytes> tokens(fds.size());
   for (FdTokenBytes& token : tokens) {
     absl::Status random = FillRandom(absl::MakeSpan(token));
@@ -399,8 +400,9 @@ absl::StatusOr<std::vector<FdTokenBytes>> SessionManager::OnFdsReceived(FdChanne
                           ? HeldBySessionLocked(*channel->second.bound_to)
                           : channel->second.fds.size();
   if (held + fds.size() > options_.max_fd_tokens) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "too many unused fds: ", held, " held by the session, limit ", options_.max_fd_tokens));
+    return absl::ResourceExhaustedError(absl::StrCat("too many unused fds: ", held,
+                                                     " held by the session, limit ",
+                                                     options_.max_fd_tokens));
   }
   for (size_t i = 0; i < fds.size(); ++i) {
     channel->second.fds.emplace(tokens[i], std::move(fds[i]));
