@@ -20,7 +20,6 @@
 #include <cerrno>
 #include <cstdint>
 #include <algorithm>
-#include <fstream>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -44,6 +43,7 @@
 #include "daemon/base/sanitizers.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/jail/jail.h"
+#include "daemon/jail/launcher_credentials.h"
 #include "daemon/pci/pci_device.h"
 #include "daemon/service/call_admission.h"
 #include "daemon/service/malformed_request.h"
@@ -53,6 +53,7 @@
 #include "daemon/sim/sim_backend.h"
 #include "daemon/transport/connection_registry.h"
 #include "daemon/socket_activation.h"
+#include "daemon/transport/peer_credential_source.h"
 #include "daemon/transport/transport.h"
 #include "daemon/version.h"
 #include "daemon/vfio/vfio_backend.h"
@@ -265,13 +266,14 @@ void PrimeCpuCountBeforeJail() { (void)absl::base_internal::NumCPUs(); }
 
 // Pins the kept fds, enters the jail and loads the seccomp policy, as `settings` say. Called
 // after every socket exists and before any thread does. With the jail on, returns in the jailed
-// daemon only (the launcher exits inside jail::Enter).
-absl::Status Confine(const SandboxSettings& settings, DeviceBackend* backend,
-                     Transport* transport, UniqueFd* signal_fd, UniqueFd* notify_fd,
-                     const jail::JailOptions& jail_options) {
+// daemon only (the launcher exits inside jail::Enter), with the daemon's end of the credential
+// channel to the launcher; with the jail off, an invalid fd.
+absl::StatusOr<UniqueFd> Confine(const SandboxSettings& settings, DeviceBackend* backend,
+                                 Transport* transport, UniqueFd* signal_fd, UniqueFd* notify_fd,
+                                 const jail::JailOptions& jail_options) {
   if (!settings.jail && !settings.policy.has_value()) {
     LogWarning("no jail and no seccomp policy (--jail=off --seccomp=off): development only");
-    return absl::OkStatus();
+    return UniqueFd();
   }
   // The fixed fd layout (seccomp/fd_layout.h): the policy allows VFIO ioctls by these numbers.
   std::vector<jail::KeptFd> kept;
@@ -290,8 +292,9 @@ absl::Status Confine(const SandboxSettings& settings, DeviceBackend* backend,
   if (notify_fd != nullptr) kept.push_back({notify_fd, next++, "service manager notify socket"});
   for (UniqueFd* fd : transport->FdsForJail()) kept.push_back({fd, next++, "socket"});
   VFIOD_RETURN_IF_ERROR(jail::PinFds(kept));
+  UniqueFd launcher_channel;
   if (settings.jail) {
-    VFIOD_RETURN_IF_ERROR(jail::Enter(jail_options));
+    VFIOD_ASSIGN_OR_RETURN(launcher_channel, jail::Enter(jail_options));
   } else {
     LogWarning("--jail=off: serving unconfined (development only)");
   }
@@ -307,8 +310,27 @@ absl::Status Confine(const SandboxSettings& settings, DeviceBackend* backend,
   LogInfo("confined", {{"jail", settings.jail ? "on" : "off"},
                        {"seccomp", absl::GetFlag(FLAGS_seccomp)},
                        {"kept_fds", absl::StrCat(kept.size())}});
-  return absl::OkStatus();
+  return launcher_channel;
 }
+
+// Under the jail, peers are named by the launcher, which reads SO_PEERCRED in the host's
+// namespaces (daemon/jail/launcher_credentials.h): real pids and uids. A query blocks the
+// transport's event thread for at most LauncherCredentialClient::kDefaultTimeout.
+class LauncherPeerCredentialSource final : public PeerCredentialSource {
+ public:
+  explicit LauncherPeerCredentialSource(UniqueFd channel) : client_(std::move(channel)) {}
+  absl::StatusOr<PeerCredentials> PeerOf(const UniqueFd& socket) override {
+    VFIOD_ASSIGN_OR_RETURN(jail::HostCredentials host, client_.Query(socket));
+    PeerCredentials peer;
+    peer.pid = host.pid;
+    peer.uid = host.uid;
+    peer.gid = host.gid;
+    return peer;
+  }
+
+ private:
+  jail::LauncherCredentialClient client_;
+};
 
 // Everything the flags say, validated, before anything is opened.
 struct Config {
@@ -325,45 +347,25 @@ struct Config {
   bool observer_bar_reads = false;
 };
 
-// The uid the kernel reports for a uid that is not mapped into the reader's user namespace
-// (SO_PEERCRED is translated into the reader's namespace when it is read).
-uid_t OverflowUid() {
-  std::ifstream file("/proc/sys/kernel/overflowuid");
-  unsigned long value = 0;
-  if (file >> value && value <= UINT32_MAX) return static_cast<uid_t>(value);
-  return 65534;  // the kernel's default
-}
-
-// Peer credentials are read (SO_PEERCRED) by the serving daemon. Without root the jail serves
-// from a user namespace that maps only the daemon's own uid: any other user's connection reads
-// as the overflow uid. So (1) the overflow uid is never allowed, whoever the daemon runs as (it
-// would admit every unmapped uid, root included), and (2) without root, under the jail, no uid
-// but the daemon's own can be allowed (it could never match): refused here, at start-up, with
-// the reason. An unprivileged process may map only its own uid (user_namespaces(7)); mapping
-// other users' uids needs privileges such a daemon lacks.
-absl::Status CheckPeerUidsAreVisible(bool jail, const std::vector<uid_t>& allowed,
-                                     const std::vector<uid_t>& owners) {
-  const uid_t overflow = OverflowUid();
+// The overflow uid is never allowed, whoever the daemon runs as: every uid that is not mapped
+// into the reading process's user namespace reads as it, so allowing it would admit every such
+// user, root included. Peers are named in the host's namespaces (by the launcher under the
+// jail), so any other uid can be allowed, also by a daemon started without root.
+absl::Status RefuseOverflowUid(const std::vector<uid_t>& allowed,
+                               const std::vector<uid_t>& owners) {
+  const uid_t overflow = KernelOverflowUid();
   const uid_t self = ::geteuid();
   for (const auto& [flag, uids] : {std::pair<const char*, const std::vector<uid_t>*>{
                                        "--allow-uid", &allowed},
                                    {"--owner-uid", &owners}}) {
     for (uid_t uid : *uids) {
-      if (uid == overflow) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            flag, ": uid ", uid, " is the kernel's overflow uid (/proc/sys/kernel/overflowuid): "
-            "a peer whose uid is not mapped into the daemon's user namespace reads as it, so "
-            "allowing it would admit every unmapped user, root included",
-            uid == self ? "; this daemon runs as that uid, so give --allow-uid explicitly" : ""));
-      }
-      if (jail && self != 0 && uid != self) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            flag, ": uid ", uid, " cannot be checked: without root, the jail serves from a user "
-            "namespace that maps only the daemon's own uid (", self, "), where uid ", uid,
-            "'s connections read as the overflow uid ", overflow,
-            " and can never match. Start vfiod as root (--uid/--gid then choose the serving "
-            "user) or allow only uid ", self));
-      }
+      if (uid != overflow) continue;
+      return absl::InvalidArgumentError(absl::StrCat(
+          flag, ": uid ", uid,
+          " is the kernel's overflow uid (/proc/sys/kernel/overflowuid): "
+          "a peer whose uid is not mapped into the reader's user namespace reads as it, so "
+          "allowing it would admit every unmapped user, root included",
+          uid == self ? "; this daemon runs as that uid, so give --allow-uid explicitly" : ""));
     }
   }
   return absl::OkStatus();
@@ -425,8 +427,7 @@ absl::StatusOr<Config> ParseConfig(ActivatedSockets activated) {
                          ParseUids(absl::GetFlag(FLAGS_owner_uid), "owner-uid"));
   if (config.sessions.owner_uids.empty()) config.sessions.owner_uids = transport.allowed_uids;
   config.sessions.max_fd_tokens = absl::GetFlag(FLAGS_max_fd_tokens);
-  VFIOD_RETURN_IF_ERROR(CheckPeerUidsAreVisible(config.sandbox.jail, transport.allowed_uids,
-                                                config.sessions.owner_uids));
+  VFIOD_RETURN_IF_ERROR(RefuseOverflowUid(transport.allowed_uids, config.sessions.owner_uids));
 
   DeviceLimits& limits = config.limits;
   limits.max_memory_bytes = absl::GetFlag(FLAGS_max_memory_bytes);
@@ -590,6 +591,9 @@ absl::Status Run() {
   }
   const std::string listen_path = config.transport.listen_path;
   const std::string vfio_user_path = config.transport.vfio_user_path;
+  // Names the peers of accepted connections; set once the jail is entered, and it outlives the
+  // transport, which uses it on its event thread.
+  std::unique_ptr<PeerCredentialSource> peer_credentials;
   VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport,
                          Transport::Create(std::move(config.transport), &sessions));
   sessions.set_transport(transport.get());
@@ -603,9 +607,14 @@ absl::Status Run() {
   jail_options.socket_files = socket_files;
   VFIOD_ASSIGN_OR_RETURN(UniqueFd signal_fd, TerminationSignalFd());
   PrimeCpuCountBeforeJail();
-  VFIOD_RETURN_IF_ERROR(
-      Confine(config.sandbox, backend_for_jail, transport.get(), &signal_fd,
-              notify.valid() ? &notify : nullptr, jail_options));
+  VFIOD_ASSIGN_OR_RETURN(UniqueFd launcher_channel,
+                         Confine(config.sandbox, backend_for_jail, transport.get(), &signal_fd,
+                                 notify.valid() ? &notify : nullptr, jail_options));
+  if (launcher_channel.valid()) {
+    peer_credentials = std::make_unique<LauncherPeerCredentialSource>(std::move(launcher_channel));
+  } else {
+    peer_credentials = std::make_unique<SocketPeerCredentialSource>();
+  }
   VFIOD_ASSIGN_OR_RETURN(EventFd stop_event, EventFd::Create());
   stop.emplace(std::move(stop_event));
   // From here on no log line waits for stderr (daemon/base/logging.h).
@@ -623,7 +632,7 @@ absl::Status Run() {
   VfioDeviceCallbacks callbacks(&service, &admission);
   std::unique_ptr<grpc::Server> server = BuildGrpcServer(config, &callbacks);
   if (server == nullptr) return absl::InternalError("gRPC server failed to start");
-  VFIOD_RETURN_IF_ERROR(transport->Start(server.get()));
+  VFIOD_RETURN_IF_ERROR(transport->Start(server.get(), peer_credentials.get()));
   LogInfo("serving", {{"device", description.backend.name},
                       {"listen", listen_path.empty() ? "-" : listen_path},
                       {"vfio_user", vfio_user_path.empty() ? "-" : vfio_user_path},

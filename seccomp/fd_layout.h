@@ -25,6 +25,10 @@ inline constexpr int kVfioDeviceFd = 5;
 inline constexpr int kFirstOtherKeptFd = 6;
 // Kept fds are all below this number.
 inline constexpr int kFixedFdLimit = 16;
+// Under the jail, the daemon's end of the credential channel to the launcher
+// (daemon/jail/launcher_credentials.h); the jail puts it here itself, so the fds the daemon
+// lists for pinning are numbered below it.
+inline constexpr int kLauncherChannelFd = kFixedFdLimit - 1;
 
 static_assert(kFixedFdLimit == kMinDuplicateFd,
               "UniqueFd::Duplicate's minimum must be the end of the fixed layout");

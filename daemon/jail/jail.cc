@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -20,6 +21,7 @@
 #include <algorithm>
 #include <climits>
 #include <cerrno>
+#include <cstdio>
 #include <set>
 #include <string>
 #include <utility>
@@ -29,6 +31,7 @@
 #include "daemon/base/errno_status.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/status_macros.h"
+#include "daemon/jail/launcher_credentials.h"
 #include "seccomp/fd_layout.h"
 
 namespace vfiod::jail {
@@ -49,16 +52,6 @@ void CloseRange(unsigned first, unsigned last) {
     const long limit = ::sysconf(_SC_OPEN_MAX);
     for (unsigned fd = first; fd <= last && static_cast<long>(fd) < limit; ++fd) ::close(fd);
   }
-}
-
-absl::Status WriteFile(const char* path, absl::string_view text) {
-  int fd = ::open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return StepError(absl::StrCat("open ", path));
-  UniqueFd owned(fd);
-  if (::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
-    return StepError(absl::StrCat("write ", path, " \"", text, "\""));
-  }
-  return absl::OkStatus();
 }
 
 struct SocketFile {
@@ -125,14 +118,24 @@ class LogRelay {
   std::string pending_;
 };
 
-[[noreturn]] void RunLauncher(pid_t child, UniqueFd log_read, UniqueFd alive_write,
-                              const std::vector<SocketFile>& files) {
+// Closes every fd from 3 up, except `keep`.
+void CloseAllExcept(std::vector<int> keep) {
+  std::sort(keep.begin(), keep.end());
+  unsigned next = 3;
+  for (int fd : keep) {
+    if (fd < static_cast<int>(next)) continue;
+    CloseRange(next, static_cast<unsigned>(fd) - 1);
+    next = static_cast<unsigned>(fd) + 1;
+  }
+  CloseRange(next, ~0U);
+}
+
+// `ready_write` stays open for the launcher's lifetime: the daemon sees it hang up when the
+// launcher is gone. `channel`: the launcher's end of the credential channel.
+[[noreturn]] void RunLauncher(pid_t child, UniqueFd log_read, UniqueFd ready_write,
+                              UniqueFd channel, const std::vector<SocketFile>& files) {
   // The daemon's sockets and device fds belong to the daemon alone.
-  const int a = std::min(log_read.get(), alive_write.get());
-  const int b = std::max(log_read.get(), alive_write.get());
-  CloseRange(3, a - 1);
-  CloseRange(a + 1, b - 1);
-  CloseRange(b + 1, ~0U);
+  CloseAllExcept({log_read.get(), ready_write.get(), channel.get()});
   ::fcntl(log_read.get(), F_SETFL, O_NONBLOCK);
   LogInfo("jail: launcher started", {{"daemon_pid", absl::StrCat(child)},
                                      {"launcher_pid", absl::StrCat(::getpid())}});
@@ -148,18 +151,21 @@ class LogRelay {
     ::kill(child, SIGKILL);
   }
   bool log_open = true;
+  bool channel_open = true;
   LogRelay relay;
   std::optional<int> status;
   while (!status.has_value() || log_open || relay.has_data()) {
-    struct pollfd waits[3] = {
-        {signal_fd, POLLIN, 0},
-        {log_open && relay.has_room() ? log_read.get() : -1, POLLIN, 0},
-        {relay.has_data() ? STDERR_FILENO : -1, POLLOUT, 0}};
+    struct pollfd waits[4] = {{signal_fd, POLLIN, 0},
+                              {log_open && relay.has_room() ? log_read.get() : -1, POLLIN, 0},
+                              {relay.has_data() ? STDERR_FILENO : -1, POLLOUT, 0},
+                              {channel_open ? channel.get() : -1, POLLIN, 0}};
     if (status.has_value()) waits[0].fd = -1;
-    int ready = ::poll(waits, 3, status.has_value() ? 1000 : -1);
+    int ready = ::poll(waits, 4, status.has_value() ? 1000 : -1);
     if (ready < 0 && errno != EINTR) break;
     if (waits[1].revents != 0) log_open = relay.Fill(log_read.get());
     if (waits[2].revents != 0) relay.Flush();
+    // The daemon asks who is at the other end of a connection (launcher_credentials.h).
+    if (waits[3].revents != 0) channel_open = AnswerCredentialQuery(channel);
     if (status.has_value() && ready == 0) break;  // daemon gone, stderr idle for a second
     if (waits[0].revents & POLLIN) {
       struct signalfd_siginfo info;
@@ -191,6 +197,99 @@ class LogRelay {
     }
   }
   ExitLike(*status);
+}
+
+// ---- the namespace parent
+
+// What the namespace parent tells the launcher: the daemon's pid, or the step that failed.
+struct NamespaceReport {
+  pid_t daemon_pid = 0;  // > 0 on success
+  int error = 0;
+  char step[96] = {};
+};
+
+// 0, or the errno of writing `text` to `path`.
+int WriteProcFile(const char* path, absl::string_view text) {
+  UniqueFd fd(::open(path, O_WRONLY | O_CLOEXEC));
+  if (!fd.valid()) return errno;
+  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    return errno != 0 ? errno : EIO;
+  }
+  return 0;
+}
+
+// In the namespace parent: a user namespace when not root (the uid and gid mapped to
+// themselves), then a pid namespace for the children. Fills `report` on failure.
+bool MakeNamespaces(bool root, NamespaceReport& report) {
+  auto failed = [&report](const char* step) {
+    report.error = errno != 0 ? errno : EIO;
+    std::snprintf(report.step, sizeof(report.step), "%s", step);
+    return false;
+  };
+  if (!root) {
+    const std::string uid_map = absl::StrCat(::geteuid(), " ", ::geteuid(), " 1");
+    const std::string gid_map = absl::StrCat(::getegid(), " ", ::getegid(), " 1");
+    if (::unshare(CLONE_NEWUSER) != 0) return failed("unshare(CLONE_NEWUSER)");
+    if ((errno = WriteProcFile("/proc/self/setgroups", "deny")) != 0) {
+      return failed("write /proc/self/setgroups \"deny\"");
+    }
+    if ((errno = WriteProcFile("/proc/self/uid_map", uid_map)) != 0) {
+      return failed("write /proc/self/uid_map");
+    }
+    if ((errno = WriteProcFile("/proc/self/gid_map", gid_map)) != 0) {
+      return failed("write /proc/self/gid_map");
+    }
+  }
+  if (::unshare(CLONE_NEWPID) != 0) return failed("unshare(CLONE_NEWPID)");
+  return true;
+}
+
+// Forks the daemon into new namespaces while the calling process (the launcher) stays in the
+// host's: the user namespace must exist before the pid namespace (without root), and unshare
+// moves its caller into a new user namespace, so a short-lived namespace parent makes both and
+// forks the daemon, then exits; the launcher, a child subreaper, inherits the daemon and reaps
+// the namespace parent before this returns. Returns the daemon's pid in the launcher and 0 in
+// the daemon (pid 1 of the new pid namespace).
+absl::StatusOr<pid_t> ForkIntoPidNamespace(bool root) {
+  int report_pipe[2];
+  if (::pipe2(report_pipe, O_CLOEXEC) != 0) return StepError("pipe2(namespace report)");
+  UniqueFd report_read(report_pipe[0]), report_write(report_pipe[1]);
+  if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) return StepError("PR_SET_CHILD_SUBREAPER");
+  const pid_t parent = ::fork();
+  if (parent < 0) return StepError("fork(namespace parent)");
+  if (parent == 0) {
+    report_read.Reset();
+    NamespaceReport report;
+    if (MakeNamespaces(root, report)) {
+      const pid_t daemon = ::fork();
+      if (daemon == 0) return 0;  // the daemon; report_write closes on return
+      if (daemon > 0) {
+        report.daemon_pid = daemon;
+      } else {
+        report.error = errno;
+        std::snprintf(report.step, sizeof(report.step), "fork(daemon)");
+      }
+    }
+    const bool sent = ::write(report_write.get(), &report, sizeof(report)) == sizeof(report);
+    ::_exit(sent && report.daemon_pid > 0 ? 0 : 1);
+  }
+  report_write.Reset();
+  NamespaceReport report;
+  ssize_t n;
+  do {
+    n = ::read(report_read.get(), &report, sizeof(report));
+  } while (n < 0 && errno == EINTR);
+  int status = 0;
+  while (::waitpid(parent, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (n == static_cast<ssize_t>(sizeof(report)) && report.daemon_pid > 0) return report.daemon_pid;
+  ::prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+  if (n != static_cast<ssize_t>(sizeof(report))) {
+    return absl::InternalError(absl::StrCat(
+        "jail: the namespace parent exited without a report (wait status ", status, ")"));
+  }
+  report.step[sizeof(report.step) - 1] = '\0';
+  return StepError(report.step, report.error);
 }
 
 // ---- the jailed child
@@ -321,7 +420,9 @@ absl::Status PinFds(const std::vector<KeptFd>& kept) {
     if (k.fd == nullptr || !k.fd->valid()) {
       return absl::InvalidArgumentError(absl::StrCat("jail: pin fds: ", k.what, " is not open"));
     }
-    if (k.number <= STDERR_FILENO || k.number >= kFixedFdLimit || !numbers.insert(k.number).second) {
+    // Below kLauncherChannelFd: Enter() puts the credential channel there.
+    if (k.number <= STDERR_FILENO || k.number >= seccomp::kLauncherChannelFd ||
+        !numbers.insert(k.number).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("jail: pin fds: bad or repeated number ", k.number, " for ", k.what));
     }
@@ -362,7 +463,7 @@ absl::Status PinFds(const std::vector<KeptFd>& kept) {
   return absl::OkStatus();
 }
 
-absl::Status Enter(const JailOptions& options) {
+absl::StatusOr<UniqueFd> Enter(const JailOptions& options) {
   // 1. Single-threaded.
   VFIOD_ASSIGN_OR_RETURN(int threads, ThreadCount());
   if (threads != 1) {
@@ -385,36 +486,46 @@ absl::Status Enter(const JailOptions& options) {
     }
   }
 
-  // 2. Namespaces that need a fork, and the fork.
-  if (!root) {
-    const uid_t uid = ::geteuid();
-    const gid_t gid = ::getegid();
-    if (::unshare(CLONE_NEWUSER) != 0) return StepError("unshare(CLONE_NEWUSER)");
-    VFIOD_RETURN_IF_ERROR(WriteFile("/proc/self/setgroups", "deny"));
-    VFIOD_RETURN_IF_ERROR(WriteFile("/proc/self/uid_map", absl::StrCat(uid, " ", uid, " 1")));
-    VFIOD_RETURN_IF_ERROR(WriteFile("/proc/self/gid_map", absl::StrCat(gid, " ", gid, " 1")));
-  }
-  if (::unshare(CLONE_NEWPID) != 0) return StepError("unshare(CLONE_NEWPID)");
+  // 2. The pipes and the credential channel, made before the forks; then the namespace parent
+  // and the daemon.
   int log_pipe[2];
   if (::pipe2(log_pipe, O_CLOEXEC) != 0) return StepError("pipe2(log)");
   UniqueFd log_read(log_pipe[0]), log_write(log_pipe[1]);
-  int alive_pipe[2];
-  if (::pipe2(alive_pipe, O_CLOEXEC) != 0) return StepError("pipe2(launcher alive)");
-  UniqueFd alive_read(alive_pipe[0]), alive_write(alive_pipe[1]);
+  int ready_pipe[2];
+  if (::pipe2(ready_pipe, O_CLOEXEC) != 0) return StepError("pipe2(launcher ready)");
+  UniqueFd ready_read(ready_pipe[0]), ready_write(ready_pipe[1]);
+  int channel_pair[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, channel_pair) != 0) {
+    return StepError("socketpair(credential channel)");
+  }
+  UniqueFd launcher_channel(channel_pair[0]), daemon_channel(channel_pair[1]);
   sigset_t chld, old_mask;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
   ::sigprocmask(SIG_BLOCK, &chld, &old_mask);  // no SIGCHLD lost before the launcher waits
-  const pid_t child = ::fork();
-  if (child < 0) return StepError("fork");
+  absl::StatusOr<pid_t> forked = ForkIntoPidNamespace(root);
+  if (!forked.ok()) {
+    ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    return forked.status();
+  }
+  const pid_t child = *forked;
   if (child > 0) {
+    // The launcher: the daemon is its child now.
+    if (::write(ready_write.get(), "r", 1) != 1) {
+      const int error = errno;
+      ::kill(child, SIGKILL);
+      return StepError("write(launcher ready)", error);
+    }
     log_write.Reset();
-    alive_read.Reset();
-    RunLauncher(child, std::move(log_read), std::move(alive_write), files);
+    ready_read.Reset();
+    daemon_channel.Reset();
+    RunLauncher(child, std::move(log_read), std::move(ready_write), std::move(launcher_channel),
+                files);
   }
   ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
   log_read.Reset();
-  alive_write.Reset();
+  ready_write.Reset();
+  launcher_channel.Reset();
   if (::dup2(log_write.get(), seccomp::kLogFd) < 0) return StepError("dup2(log pipe, 2)");
   log_write.Reset();
   // pid 1 is sent only the signals it handles: handle them (they stay blocked; the daemon's
@@ -438,16 +549,29 @@ absl::Status Enter(const JailOptions& options) {
   VFIOD_RETURN_IF_ERROR(EmptyRoot());
   // 6. Privileges.
   VFIOD_RETURN_IF_ERROR(DropPrivileges(options));
-  // 7. no_new_privs, and the launcher's death kills the daemon (armed after the credential
-  // changes, which clear it; the pipe tells whether the launcher already died).
+  // 7. no_new_privs, and the launcher's death kills the daemon: the parent-death signal is
+  // armed after the credential changes (which clear it), and once the launcher has said the
+  // daemon is its child (so the signal is tied to the launcher, not to the namespace parent);
+  // the pipe then tells whether the launcher died before it was armed.
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return StepError("PR_SET_NO_NEW_PRIVS");
+  char ready;
+  ssize_t n;
+  do {
+    n = ::read(ready_read.get(), &ready, 1);
+  } while (n < 0 && errno == EINTR);
+  if (n != 1) ::_exit(1);  // the launcher is gone: nobody would forward signals or relay logs
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return StepError("PR_SET_PDEATHSIG");
-  struct pollfd alive = {alive_read.get(), POLLIN, 0};
-  if (::poll(&alive, 1, 0) != 0) {
-    ::_exit(1);  // the launcher is gone: nobody would forward signals or relay logs
+  struct pollfd alive = {ready_read.get(), POLLIN, 0};
+  if (::poll(&alive, 1, 0) != 0) ::_exit(1);
+  ready_read.Reset();
+  // The credential channel at its fixed number (every kept fd is below it).
+  if (daemon_channel.get() != seccomp::kLauncherChannelFd) {
+    if (::dup3(daemon_channel.get(), seccomp::kLauncherChannelFd, O_CLOEXEC) < 0) {
+      return StepError("dup3(credential channel)");
+    }
+    daemon_channel.Reset(seccomp::kLauncherChannelFd);
   }
-  alive_read.Reset();
-  return absl::OkStatus();
+  return daemon_channel;
 }
 
 }  // namespace vfiod::jail

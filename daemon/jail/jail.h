@@ -8,14 +8,20 @@
 //              every other fd closed (close_range).
 //   Enter:
 //     1. single-threaded check: unshare and fork below need it (FAILED_PRECONDITION).
-//     2. a user namespace when not root (uid and gid mapped to themselves), then a pid
-//        namespace, then fork. The parent becomes the *launcher* and never returns: it stays
-//        outside, forwards SIGTERM/SIGINT/SIGHUP to the daemon, relays its log (the daemon's
-//        fd 2 is a pipe to it; the real stderr never enters the jail), removes the listening
-//        socket files after the daemon exits, and exits with the daemon's status (re-raising
-//        the daemon's fatal signal, so a SIGSYS death shows as SIGSYS). The child is pid 1 of
-//        the new pid namespace and dies with the launcher (PR_SET_PDEATHSIG SIGKILL, checked
-//        against a pipe for the fork race).
+//     2. the credential channel (a SOCK_SEQPACKET socketpair, launcher_credentials.h) and the
+//        log pipe; then the daemon is forked into new namespaces while the calling process
+//        stays in all of the host's and becomes the *launcher*: a short-lived namespace
+//        parent makes a user namespace when not root (uid and gid mapped to themselves) and a
+//        pid namespace, forks the daemon and exits; the launcher (a child subreaper) inherits
+//        the daemon and reaps the namespace parent. The launcher never returns: it forwards
+//        SIGTERM/SIGINT/SIGHUP to the daemon, relays its log (the daemon's fd 2 is a pipe to
+//        it; the real stderr never enters the jail), answers the daemon's credential queries
+//        (SO_PEERCRED read in the host's namespaces: real pids and uids), removes the
+//        listening socket files after the daemon exits, and exits with the daemon's status
+//        (re-raising the daemon's fatal signal, so a SIGSYS death shows as SIGSYS). The
+//        daemon is pid 1 of the new pid namespace and dies with the launcher
+//        (PR_SET_PDEATHSIG SIGKILL, armed once the launcher has said the daemon is its
+//        child, and checked against a pipe for the race).
 //     3. rlimits: MEMLOCK (the type1 IOMMU charges pinned DMA pages to it), NOFILE, CORE 0,
 //        FSIZE 0 (no file writes; SIGXFSZ ignored so a write fails with EFBIG instead).
 //        A limit above the hard limit that cannot be raised (no CAP_SYS_RESOURCE) is clamped
@@ -27,7 +33,8 @@
 //     6. privileges: secure bits locked (no setuid fixup, no root magic), capability bounding
 //        set emptied, groups/gid/uid switched if asked (root only), every capability set
 //        cleared (effective, permitted, inheritable, ambient).
-//     7. no_new_privs; then the parent-death signal is armed and the launcher checked alive.
+//     7. no_new_privs; then the parent-death signal is armed and the launcher checked alive;
+//        the credential channel is moved to seccomp::kLauncherChannelFd.
 //   Then the caller loads the seccomp policy (seccomp/policy.h) and starts serving.
 //
 // Signals: the daemon blocks SIGTERM/SIGINT/SIGHUP and reads them from a signalfd. As pid 1 it
@@ -44,6 +51,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "daemon/base/unique_fd.h"
 
 namespace vfiod::jail {
@@ -51,7 +59,7 @@ namespace vfiod::jail {
 // One fd that survives the jail.
 struct KeptFd {
   UniqueFd* fd = nullptr;  // valid; updated in place to `number`
-  int number = -1;         // in [3, seccomp::kFixedFdLimit), distinct
+  int number = -1;         // in [3, seccomp::kLauncherChannelFd), distinct
   std::string what;        // for errors and the log
 };
 
@@ -70,9 +78,11 @@ struct JailOptions {
   std::vector<std::string> socket_files;
 };
 
-// Steps 1-7 above. Returns only in the jailed daemon, ready for the seccomp policy; the launcher
-// exits inside. Call after PinFds, with no thread running.
-absl::Status Enter(const JailOptions& options);
+// Steps 1-7 above. Returns only in the jailed daemon, ready for the seccomp policy: the
+// daemon's end of the credential channel, at seccomp::kLauncherChannelFd (for a
+// LauncherCredentialClient). The launcher exits inside. Call after PinFds, with no thread
+// running.
+absl::StatusOr<UniqueFd> Enter(const JailOptions& options);
 
 // The number of threads of the calling process (from /proc/self/task).
 absl::StatusOr<int> ThreadCount();

@@ -22,7 +22,7 @@ namespace vfiod {
 
 class FakeTransport final : public Transport {
  public:
-  absl::Status Start(grpc::Server*) override { return absl::OkStatus(); }
+  absl::Status Start(grpc::Server*, PeerCredentialSource*) override { return absl::OkStatus(); }
   std::vector<UniqueFd*> FdsForJail() override { return {}; }
   std::optional<ConnectionId> ConnectionForPeer(absl::string_view) const override {
     return caller_;

@@ -28,6 +28,7 @@
 #include "daemon/base/serial_worker.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/transport/fd_channel_server.h"
+#include "daemon/transport/peer_credential_source.h"
 #include "daemon/transport/unix_socket.h"
 
 namespace vfiod {
@@ -65,14 +66,6 @@ constexpr absl::string_view kFdChannelSuffix = ".fds";
 constexpr absl::string_view kHttp2ClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 constexpr absl::Duration kPrefaceTimeout = absl::Seconds(5);
 
-PeerCredentials ToPeer(const UnixPeerCredentials& credentials) {
-  PeerCredentials peer;
-  peer.pid = credentials.pid;
-  peer.uid = credentials.uid;
-  peer.gid = credentials.gid;
-  return peer;
-}
-
 // Parses exactly "fd:<decimal int>" (no sign, no leading zeros, no spaces), as gRPC writes it.
 std::optional<int> ParsePeerFd(absl::string_view peer) {
   constexpr absl::string_view kPrefix = "fd:";
@@ -97,6 +90,7 @@ class TransportImpl final : public Transport {
         vfio_user_path_(std::move(options.vfio_user_path)),
         socket_mode_(options.socket_mode),
         allowed_uids_(std::move(options.allowed_uids)),
+        overflow_uid_(KernelOverflowUid()),
         registry_(options.registry),
         vfio_user_(options.vfio_user),
         events_(events),
@@ -110,7 +104,7 @@ class TransportImpl final : public Transport {
 
   absl::Status Init();
 
-  absl::Status Start(grpc::Server* server) override;
+  absl::Status Start(grpc::Server* server, PeerCredentialSource* credentials) override;
   std::vector<UniqueFd*> FdsForJail() override;
   std::optional<ConnectionId> ConnectionForPeer(absl::string_view peer) const override;
   void CloseFdChannel(FdChannelId id) override;
@@ -147,6 +141,8 @@ class TransportImpl final : public Transport {
   void EpollDelete(const UniqueFd& fd);
   void RequestStop();
   bool UidAllowed(uid_t uid) const;
+  // The checked credentials of an accepted connection, or nullopt (logged) when it is refused.
+  std::optional<PeerCredentials> CheckPeer(const UniqueFd& connection, const std::string& kind);
 
   // Event thread only, below.
   void Run();
@@ -180,6 +176,8 @@ class TransportImpl final : public Transport {
   const std::string vfio_user_path_;
   const mode_t socket_mode_;
   const std::vector<uid_t> allowed_uids_;
+  // Read before the jail (whose root has no /proc).
+  const uid_t overflow_uid_;
   ConnectionRegistry* const registry_;
   ConnectionHandler* const vfio_user_;
   TransportEvents* const events_;
@@ -205,7 +203,8 @@ class TransportImpl final : public Transport {
   // OnConnectionClosed and OnFdChannelClosed run here, in order: an owner's loss may take long
   // (unpinning its DMA memory) and must not stall the event loop that serves everyone else.
   SerialWorker closes_;
-  grpc::Server* server_ = nullptr;  // written before the event thread starts
+  grpc::Server* server_ = nullptr;               // written before the event thread starts
+  PeerCredentialSource* credentials_ = nullptr;  // likewise
 
   mutable absl::Mutex mu_;
   std::map<int, ConnectionId> connection_by_fd_ ABSL_GUARDED_BY(mu_);
@@ -220,11 +219,12 @@ class TransportImpl final : public Transport {
   std::map<ConnectionId, Pending> pending_;
 };
 
+// Spawn-mode sockets are checked in Create(), before the jail: SO_PEERCRED read by the daemon
+// itself is still the host's view there.
 absl::StatusOr<PeerCredentials> CheckInheritedSocket(UniqueFd& fd, UnixSocketKind kind) {
   VFIOD_RETURN_IF_ERROR(CheckUnixSocketKind(fd, kind));
   VFIOD_RETURN_IF_ERROR(SetNonBlocking(fd));
-  VFIOD_ASSIGN_OR_RETURN(UnixPeerCredentials credentials, GetUnixPeerCredentials(fd));
-  return ToPeer(credentials);
+  return SocketPeerCredentialSource().PeerOf(fd);
 }
 
 absl::Status TransportImpl::AddListener(const std::string& path, UnixSocketKind kind,
@@ -310,8 +310,11 @@ void TransportImpl::EpollDelete(const UniqueFd& fd) {
   }
 }
 
-absl::Status TransportImpl::Start(grpc::Server* server) {
+absl::Status TransportImpl::Start(grpc::Server* server, PeerCredentialSource* credentials) {
   if (server == nullptr) return absl::InvalidArgumentError("Transport::Start: server is null");
+  if (credentials == nullptr) {
+    return absl::InvalidArgumentError("Transport::Start: credential source is null");
+  }
   absl::MutexLock lock(&lifecycle_mu_);
   if (shut_down_) return absl::FailedPreconditionError("Transport::Start after Shutdown");
   if (started_) return absl::FailedPreconditionError("Transport::Start called twice");
@@ -332,6 +335,7 @@ absl::Status TransportImpl::Start(grpc::Server* server) {
   }
   started_ = true;
   server_ = server;
+  credentials_ = credentials;
   closes_.Start();
   thread_ = std::thread([this] { Run(); });
   return absl::OkStatus();
@@ -406,6 +410,32 @@ void TransportImpl::Shutdown() {
 
 bool TransportImpl::UidAllowed(uid_t uid) const {
   return std::find(allowed_uids_.begin(), allowed_uids_.end(), uid) != allowed_uids_.end();
+}
+
+std::optional<PeerCredentials> TransportImpl::CheckPeer(const UniqueFd& connection,
+                                                        const std::string& kind) {
+  absl::StatusOr<PeerCredentials> credentials = credentials_->PeerOf(connection);
+  if (!credentials.ok()) {
+    LogError("connection refused: no peer credentials",
+             {{"kind", kind}, {"error", std::string(credentials.status().message())}});
+    return std::nullopt;
+  }
+  const PeerCredentials& peer = *credentials;
+  const char* refusal = nullptr;
+  if (peer.uid == overflow_uid_) {
+    // Any uid the reader's user namespace does not map reads as this one: it names nobody.
+    refusal = "connection refused: the peer's uid is the overflow uid";
+  } else if (!UidAllowed(peer.uid)) {
+    refusal = "connection refused: uid not allowed";
+  }
+  if (refusal != nullptr) {
+    LogWarning(refusal, {{"kind", kind},
+                         {"uid", std::to_string(peer.uid)},
+                         {"pid", std::to_string(peer.pid)},
+                         {"gid", std::to_string(peer.gid)}});
+    return std::nullopt;
+  }
+  return peer;
 }
 
 void TransportImpl::Run() {
@@ -544,21 +574,9 @@ void TransportImpl::HandleListener(Listener& listener) {
       return;
     }
     if (!accepted->valid()) return;  // nothing more pending
-    absl::StatusOr<UnixPeerCredentials> credentials = GetUnixPeerCredentials(*accepted);
-    if (!credentials.ok()) {
-      LogWarning("connection refused: no peer credentials",
-                 {{"kind", kind}, {"error", std::string(credentials.status().message())}});
-      continue;
-    }
-    const PeerCredentials peer = ToPeer(*credentials);
-    if (!UidAllowed(peer.uid)) {
-      LogWarning("connection refused: uid not allowed",
-                 {{"kind", kind},
-                  {"uid", std::to_string(peer.uid)},
-                  {"pid", std::to_string(peer.pid)},
-                  {"gid", std::to_string(peer.gid)}});
-      continue;  // `accepted` closes here, before any handler sees a byte
-    }
+    std::optional<PeerCredentials> checked = CheckPeer(*accepted, kind);
+    if (!checked.has_value()) continue;  // `accepted` closes here, before any handler sees a byte
+    const PeerCredentials& peer = *checked;
     switch (listener.protocol) {
       case Protocol::kGrpc:
         AddPending(*std::move(accepted), peer);

@@ -11,12 +11,14 @@
 //  - listen mode: a UNIX stream socket at `listen_path` for gRPC and a SOCK_SEQPACKET socket at
 //    `listen_path + ".fds"` for the fd channel; a UNIX stream socket at `vfio_user_path` for
 //    vfio-user. All are created with `socket_mode`; a stale socket file (nothing accepts on it)
-//    is replaced, a live one is refused (ALREADY_EXISTS). Every accepted connection's
-//    SO_PEERCRED uid must be in `allowed_uids`, or it is closed before any handler sees a byte.
+//    is replaced, a live one is refused (ALREADY_EXISTS). Every accepted connection's peer
+//    credentials come from the PeerCredentialSource given to Start() (under the jail: the
+//    launcher's SO_PEERCRED, in the host's namespaces); its uid must be in `allowed_uids` and
+//    must not be the kernel's overflow uid, or it is closed before any handler sees a byte.
 //  - spawn mode: connected sockets inherited from the VMM: a gRPC stream socket
 //    (`spawn_connection`, whose peer is the owner) with optionally its fd channel
 //    (`spawn_fd_channel`, bound to it from the start); and/or a vfio-user stream socket
-//    (`spawn_vfio_user`).
+//    (`spawn_vfio_user`). Their credentials are read (SO_PEERCRED) in Create(), before the jail.
 //
 // Connections get a ConnectionId from the registry (one id space for every protocol, never
 // reused). gRPC identifies a call's connection only by ServerContext::peer() ("fd:N");
@@ -70,6 +72,7 @@
 #include "absl/time/time.h"
 #include "daemon/base/unique_fd.h"
 #include "daemon/transport/connection_registry.h"
+#include "daemon/transport/peer_credential_source.h"
 #include "proto/vfiod/v1/fd_channel.h"
 
 namespace grpc {
@@ -159,9 +162,10 @@ class Transport {
   virtual ~Transport() = default;
 
   // Starts the event thread. Connections are handed to `server` with
-  // grpc::AddInsecureChannelFromFd after being set non-blocking. `server` must outlive
-  // Shutdown().
-  virtual absl::Status Start(grpc::Server* server) = 0;
+  // grpc::AddInsecureChannelFromFd after being set non-blocking. The peer of every accepted
+  // connection is named by `credentials`, on the event thread (a source that blocks delays the
+  // loop that long). Both must outlive Shutdown().
+  virtual absl::Status Start(grpc::Server* server, PeerCredentialSource* credentials) = 0;
 
   // Every fd the transport owns between Create() and Start(): the listening sockets and the
   // spawn-mode sockets (none else exists before Start()). For the jail, which moves each to a

@@ -30,6 +30,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "daemon/transport/peer_credential_source.h"
 #include "daemon/transport/test_util.h"
 #include "daemon/transport/unix_socket.h"
 #include "gtest/gtest.h"
@@ -285,6 +286,28 @@ CallResult UnaryCall(const std::shared_ptr<grpc::Channel>& channel, const std::s
 constexpr char kHealthCheck[] = "/grpc.health.v1.Health/Check";
 constexpr char kPeerMethod[] = "/vfiod.test.Peer/Get";
 
+// Names every peer as `result` says, counting the questions: it stands in for the launcher
+// (whose real answers tests/peer_credentials_test.cc checks) to show what the transport does
+// with an answer.
+class FixedCredentials : public PeerCredentialSource {
+ public:
+  explicit FixedCredentials(absl::StatusOr<PeerCredentials> result) : result_(std::move(result)) {}
+  absl::StatusOr<PeerCredentials> PeerOf(const UniqueFd& socket) override {
+    absl::MutexLock lock(&mu_);
+    ++calls_;
+    return result_;
+  }
+  int calls() {
+    absl::MutexLock lock(&mu_);
+    return calls_;
+  }
+
+ private:
+  const absl::StatusOr<PeerCredentials> result_;
+  absl::Mutex mu_;
+  int calls_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 class TransportTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -324,7 +347,7 @@ class TransportTest : public ::testing::Test {
     ASSERT_TRUE(transport.ok()) << transport.status();
     transport_ = *std::move(transport);
     peer_service_.transport.store(transport_.get());
-    absl::Status started = transport_->Start(server_.get());
+    absl::Status started = transport_->Start(server_.get(), credentials_);
     ASSERT_TRUE(started.ok()) << started;
   }
 
@@ -427,6 +450,8 @@ class TransportTest : public ::testing::Test {
 
   ShortTempDir dir_;
   std::string path_;
+  SocketPeerCredentialSource socket_credentials_;
+  PeerCredentialSource* credentials_ = &socket_credentials_;  // what StartTransport uses
   RecordingEvents events_;
   PeerService peer_service_;
   ConnectionQuotas quotas_;
@@ -526,7 +551,8 @@ TEST_F(TransportTest, CreateValidatesOptions) {
 
 TEST_F(TransportTest, StartTwiceFails) {
   StartTransport(ListenOptions());
-  EXPECT_EQ(transport_->Start(server_.get()).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(transport_->Start(server_.get(), credentials_).code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 // --- connection admission --------------------------------------------------------------------
@@ -543,6 +569,62 @@ TEST_F(TransportTest, UidNotAllowedIsClosedBeforeGrpcSeesIt) {
   EXPECT_TRUE(SeesEof(*channel));
   EXPECT_TRUE(events_.opened().empty());
   EXPECT_TRUE(events_.channels_opened().empty());
+}
+
+// The peer is whoever the credential source names, not what SO_PEERCRED says in this process.
+TEST_F(TransportTest, PeerCredentialsComeFromTheSource) {
+  const PeerCredentials named{4242, ::getuid() + 7, ::getgid() + 7};
+  FixedCredentials source(named);
+  credentials_ = &source;
+  TransportOptions options = ListenOptions();
+  options.allowed_uids = {named.uid};
+  StartTransport(std::move(options));
+  FdChannelHello hello;
+  UniqueFd channel = ConnectFdChannel(&hello);
+  ASSERT_TRUE(channel.valid());
+  ASSERT_EQ(events_.channels_opened().size(), 1u);
+  const PeerCredentials peer = events_.channels_opened()[0].peer;
+  EXPECT_EQ(peer.pid, named.pid);
+  EXPECT_EQ(peer.uid, named.uid);
+  EXPECT_EQ(peer.gid, named.gid);
+  EXPECT_EQ(source.calls(), 1);
+}
+
+// A source that cannot name the peer (a launcher that does not answer) refuses the connection.
+TEST_F(TransportTest, NoCredentialsRefusesTheConnection) {
+  FixedCredentials source(absl::DeadlineExceededError("launcher: no answer"));
+  credentials_ = &source;
+  StartTransport(ListenOptions());
+  absl::StatusOr<UniqueFd> client = ConnectUnixSocket(path_, UnixSocketKind::kStream);
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_TRUE(SeesEof(*client));
+  absl::StatusOr<UniqueFd> channel = ConnectUnixSocket(path_ + ".fds", UnixSocketKind::kSeqPacket);
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  EXPECT_TRUE(SeesEof(*channel));
+  EXPECT_TRUE(events_.opened().empty());
+  EXPECT_TRUE(events_.channels_opened().empty());
+  EXPECT_EQ(source.calls(), 2);
+}
+
+// The overflow uid names nobody (every unmapped uid reads as it): refused even if allowed.
+TEST_F(TransportTest, OverflowUidIsRefusedEvenWhenAllowed) {
+  FixedCredentials source(PeerCredentials{4242, KernelOverflowUid(), KernelOverflowUid()});
+  credentials_ = &source;
+  TransportOptions options = ListenOptions();
+  options.allowed_uids = {::getuid(), KernelOverflowUid()};
+  StartTransport(std::move(options));
+  absl::StatusOr<UniqueFd> channel = ConnectUnixSocket(path_ + ".fds", UnixSocketKind::kSeqPacket);
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  EXPECT_TRUE(SeesEof(*channel));
+  EXPECT_TRUE(events_.channels_opened().empty());
+}
+
+TEST_F(TransportTest, StartNeedsACredentialSource) {
+  credentials_ = nullptr;
+  absl::StatusOr<std::unique_ptr<Transport>> transport =
+      Transport::Create(ListenOptions(), &events_);
+  ASSERT_TRUE(transport.ok()) << transport.status();
+  EXPECT_EQ((*transport)->Start(server_.get(), nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(TransportTest, ConnectionsBeyondTheLimitAreClosed) {
@@ -917,7 +999,8 @@ TEST_F(TransportTest, ShutdownReportsEverythingClosed) {
   EXPECT_TRUE(SeesEof(channel));
   transport_->Shutdown();         // idempotent
   transport_->CloseFdChannel(1);  // harmless after shutdown
-  EXPECT_EQ(transport_->Start(server_.get()).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(transport_->Start(server_.get(), credentials_).code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 // --- gRPC end to end -------------------------------------------------------------------------
