@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/base/errno_status.h"
+#include "daemon/base/scm_rights.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/jail/credential_query.h"
 
@@ -21,21 +22,6 @@ namespace {
 // More room than one fd, so that a request carrying several is seen whole and refused (and the
 // kernel closes whatever did not fit: MSG_CTRUNC).
 constexpr size_t kMaxReceivedFds = 4;
-
-// Every fd in the SCM_RIGHTS messages of `message`, owned.
-std::vector<UniqueFd> TakeFds(msghdr& message) {
-  std::vector<UniqueFd> fds;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr; c = CMSG_NXTHDR(&message, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; ++i) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
-      fds.emplace_back(fd);
-    }
-  }
-  return fds;
-}
 
 // Fills `reply` with the peer of the one fd in `fds`; returns 0 or the errno that explains why
 // not.
@@ -158,7 +144,7 @@ bool AnswerCredentialQuery(const UniqueFd& channel) {
     n = ::recvmsg(channel.get(), &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
   if (n < 0) return errno == EAGAIN;
-  std::vector<UniqueFd> fds = TakeFds(message);
+  std::vector<UniqueFd> fds = TakeScmRights(message);
   if (n == 0 && fds.empty()) return false;  // the daemon closed its end
 
   CredentialReply reply;

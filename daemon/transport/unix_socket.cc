@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/base/errno_status.h"
 #include "daemon/base/logging.h"
+#include "daemon/base/scm_rights.h"
 
 namespace vfiod {
 namespace {
@@ -379,20 +380,7 @@ absl::StatusOr<UnixMessage> ReceiveUnixMessage(const UniqueFd& socket, size_t ma
   }
 
   // Take ownership of every descriptor first, whatever else is wrong with the message.
-  if (message.msg_controllen > 0) {
-    for (cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr;
-         header = CMSG_NXTHDR(&message, header)) {
-      if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
-      if (header->cmsg_len < CMSG_LEN(0)) continue;
-      const size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      const unsigned char* in = CMSG_DATA(header);
-      for (size_t i = 0; i < count; ++i) {
-        int fd;
-        std::memcpy(&fd, in + i * sizeof(int), sizeof(int));
-        if (fd >= 0) result.fds.emplace_back(fd);
-      }
-    }
-  }
+  result.fds = TakeScmRights(message);
   result.fds_truncated = (message.msg_flags & MSG_CTRUNC) != 0;
   result.data_truncated = (message.msg_flags & MSG_TRUNC) != 0;
   const size_t received = static_cast<size_t>(n) < max_bytes ? static_cast<size_t>(n) : max_bytes;

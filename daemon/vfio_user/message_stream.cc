@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/base/errno_status.h"
+#include "daemon/base/scm_rights.h"
 
 namespace vfiod::vfio_user {
 
@@ -58,16 +59,7 @@ absl::StatusOr<bool> MessageStream::Fill() {
   } while (n < 0 && errno == EINTR);
   if (n < 0) return absl::DataLossError(ErrnoError(errno, "recvmsg").message());
   // Take ownership of every fd first, so that each is closed whatever happens next.
-  std::vector<UniqueFd> fds;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr; c = CMSG_NXTHDR(&message, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; ++i) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
-      fds.emplace_back(fd);
-    }
-  }
+  std::vector<UniqueFd> fds = TakeScmRights(message);
   if ((message.msg_flags & MSG_CTRUNC) != 0) {
     return absl::DataLossError(
         absl::StrCat("vfio-user: more fds than ", max_fds_, " in one message (some were lost)"));
