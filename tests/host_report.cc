@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include <fstream>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +18,15 @@ void ReportNotApplicable(const std::string& check, const std::string& reason) {
 
 std::string SignalText(int signal) {
   return absl::StrCat("signal ", signal, " (", ::strsignal(signal), ")");
+}
+
+bool IdMapped(const std::string& map_path, uint32_t id) {
+  std::ifstream in(map_path);
+  uint64_t inside, outside, count;
+  while (in >> inside >> outside >> count) {
+    if (id >= inside && id - inside < count) return true;
+  }
+  return false;
 }
 
 }  // namespace vfiod::testing

@@ -5,6 +5,7 @@
 #ifndef VFIOD_TESTS_HOST_REPORT_H_
 #define VFIOD_TESTS_HOST_REPORT_H_
 
+#include <cstdint>
 #include <string>
 
 namespace vfiod::testing {
@@ -17,6 +18,11 @@ void ReportNotApplicable(const std::string& check, const std::string& reason);
 
 // "signal 11 (Segmentation fault)": a signal as a report names it.
 std::string SignalText(int signal);
+
+// A probe: whether `id` is mapped in this process's user namespace, by `map_path`
+// (/proc/self/uid_map or /proc/self/gid_map: "inside outside count" lines). False when the map
+// cannot be read.
+bool IdMapped(const std::string& map_path, uint32_t id);
 
 }  // namespace vfiod::testing
 

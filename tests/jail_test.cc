@@ -8,13 +8,14 @@
 // /proc cannot show is a failure naming the path and errno, never a check skipped; a host that
 // cannot raise a hard rlimit (no CAP_SYS_RESOURCE) is probed, and the daemon's clamp checked
 // there instead (reported: tests/host_report.h).
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <dirent.h>
 
 #include <cerrno>
 #include <cstring>
@@ -33,6 +34,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "client/vfio_client.h"
+#include "daemon/transport/peer_credential_source.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/daemon_process.h"
@@ -135,17 +137,6 @@ std::string ExpectedMemlock(rlim_t wanted) {
   return hard;
 }
 
-// Whether `id` is mapped in this user namespace (a uid_map or gid_map: "inside outside count"
-// lines).
-bool IdMapped(const std::string& map_path, uint32_t id) {
-  std::ifstream in(map_path);
-  uint64_t inside, outside, count;
-  while (in >> inside >> outside >> count) {
-    if (id >= inside && id - inside < count) return true;
-  }
-  return false;
-}
-
 // Drives a few calls so that gRPC's threads exist.
 void Exercise(const std::string& socket_path) {
   absl::StatusOr<std::unique_ptr<VfioClient>> client = VfioClient::Connect(socket_path);
@@ -158,7 +149,8 @@ void Exercise(const std::string& socket_path) {
 }
 
 TEST(JailTest, ServingProcessIsConfined) {
-  absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon = testing::DaemonProcess::Start();
+  absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon =
+      testing::DaemonProcess::Start();
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   Exercise((*daemon)->socket_path());
   absl::StatusOr<pid_t> serving = (*daemon)->ServingPid();
@@ -255,10 +247,11 @@ TEST(JailTest, ServesAsTheGivenUidAndGid) {
     GTEST_SKIP() << "this user namespace denies setgroups (a sandbox): --uid/--gid cannot work";
   }
   for (const char* map : {"/proc/self/uid_map", "/proc/self/gid_map"}) {
-    if (!IdMapped(map, kNobody)) GTEST_SKIP() << kNobody << " is not mapped in " << map;
+    if (!testing::IdMapped(map, kNobody)) GTEST_SKIP() << kNobody << " is not mapped in " << map;
   }
-  absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon = testing::DaemonProcess::Start(
-      {absl::StrCat("--uid=", kNobody), absl::StrCat("--gid=", kNobody)});
+  absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon =
+      testing::DaemonProcess::Start({absl::StrCat("--uid=", kNobody),
+                                     absl::StrCat("--gid=", kNobody)});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   Exercise((*daemon)->socket_path());
   absl::StatusOr<pid_t> serving = (*daemon)->ServingPid();
@@ -279,7 +272,8 @@ TEST(JailTest, ServesAsTheGivenUidAndGid) {
 }
 
 TEST(JailTest, KillingTheLauncherKillsTheDaemon) {
-  absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon = testing::DaemonProcess::Start();
+  absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon =
+      testing::DaemonProcess::Start();
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   absl::StatusOr<pid_t> serving = (*daemon)->ServingPid();
   ASSERT_TRUE(serving.ok()) << serving.status();
@@ -294,10 +288,11 @@ TEST(JailTest, SwitchesForDevelopment) {
     std::string seccomp;  // expected Seccomp: field
     bool jailed;
   };
-  for (const Case& c :
-       std::vector<Case>{{{"--jail=off", "--seccomp=off"}, "0", false},
-                         {{"--jail=off"}, testing::DaemonProcess::ExpectedSeccompMode(), false},
-                         {{"--seccomp=log"}, "2", true}}) {
+  for (const Case& c : std::vector<Case>{{{"--jail=off", "--seccomp=off"}, "0", false},
+                                         {{"--jail=off"},
+                                          testing::DaemonProcess::ExpectedSeccompMode(),
+                                          false},
+                                         {{"--seccomp=log"}, "2", true}}) {
     SCOPED_TRACE(absl::StrJoin(c.args, " "));
     absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon =
         testing::DaemonProcess::Start(c.args);
@@ -313,25 +308,18 @@ TEST(JailTest, SwitchesForDevelopment) {
   }
 }
 
-uid_t OverflowUid() {
-  std::ifstream file("/proc/sys/kernel/overflowuid");
-  unsigned long value = 65534;
-  file >> value;
-  return static_cast<uid_t>(value);
-}
-
 TEST(JailTest, BadSwitchesAreRefused) {
-  const std::string overflow = absl::StrCat(OverflowUid());
-  for (const std::vector<std::string>& args :
-       std::vector<std::vector<std::string>>{// The overflow uid: any unmapped peer reads as it.
-                                             {"--allow-uid=" + overflow},
-                                             {"--owner-uid=" + overflow},
-                                             {"--jail=off", "--allow-uid=" + overflow},
-                                             {"--jail=maybe"},
-                                             {"--seccomp=trap"},
-                                             {"--uid=x"},
-                                             {"--gid=-1"},
-                                             {"--jail=off", "--uid=1"}}) {
+  const std::string overflow = absl::StrCat(KernelOverflowUid());
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           // The overflow uid: any unmapped peer reads as it.
+           {"--allow-uid=" + overflow},
+           {"--owner-uid=" + overflow},
+           {"--jail=off", "--allow-uid=" + overflow},
+           {"--jail=maybe"},
+           {"--seccomp=trap"},
+           {"--uid=x"},
+           {"--gid=-1"},
+           {"--jail=off", "--uid=1"}}) {
     absl::StatusOr<std::unique_ptr<testing::DaemonProcess>> daemon =
         testing::DaemonProcess::Start(args);
     EXPECT_FALSE(daemon.ok()) << absl::StrJoin(args, " ");

@@ -33,6 +33,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "daemon/transport/peer_credential_source.h"
 #include "gtest/gtest.h"
 #include "tests/daemon_process.h"
 #include "tests/host_report.h"
@@ -43,23 +44,6 @@ namespace {
 constexpr uid_t kDaemonUid = 43210;   // A: runs vfiod, without root
 constexpr uid_t kAllowedUid = 43211;  // B: --allow-uid
 constexpr uid_t kOtherUid = 43212;    // C: not allowed
-
-uid_t OverflowUid() {
-  std::ifstream file("/proc/sys/kernel/overflowuid");
-  unsigned long value = 65534;
-  file >> value;
-  return static_cast<uid_t>(value);
-}
-
-// Whether `id` is mapped in this process's user namespace (a uid_map or gid_map).
-bool IdMapped(const std::string& map_path, uint32_t id) {
-  std::ifstream in(map_path);
-  uint64_t inside, outside, count;
-  while (in >> inside >> outside >> count) {
-    if (id >= inside && id - inside < count) return true;
-  }
-  return false;
-}
 
 // In a forked child of a possibly threaded process: async-signal-safe calls only.
 bool BecomeUid(uid_t uid) {
@@ -87,7 +71,7 @@ std::string MissingFromHost(const std::string& dir) {
   if (::getuid() != 0) return absl::StrCat("the test runs as uid ", ::getuid(), ", not root");
   for (uid_t uid : {kDaemonUid, kAllowedUid, kOtherUid}) {
     for (const char* map : {"/proc/self/uid_map", "/proc/self/gid_map"}) {
-      if (!IdMapped(map, uid)) return absl::StrCat(uid, " is not mapped in ", map);
+      if (!testing::IdMapped(map, uid)) return absl::StrCat(uid, " is not mapped in ", map);
     }
   }
   int error = ProbeAs(kDaemonUid, ProbeUserNamespace, nullptr);
@@ -343,7 +327,7 @@ TEST(PeerCredentialsTest, OverflowUidIsRefusedAtStartUp) {
   }
   const std::string vfiod = dir.Copy(testing::DaemonProcess::BinaryPath(), "vfiod");
   for (const char* flag : {"--allow-uid", "--owner-uid"}) {
-    DaemonAsUid daemon(vfiod, dir.socket(), {absl::StrCat(flag, "=", OverflowUid())});
+    DaemonAsUid daemon(vfiod, dir.socket(), {absl::StrCat(flag, "=", KernelOverflowUid())});
     const int status = daemon.Wait();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << flag << ": " << status;
     EXPECT_TRUE(absl::StrContains(daemon.log(), "overflow uid")) << flag << ": " << daemon.log();
