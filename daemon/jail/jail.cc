@@ -62,7 +62,7 @@ struct SocketFile {
 
 void EmptyHandler(int) {}
 
-// ---- the launcher (the parent, outside every namespace but the user namespace)
+// ---- the launcher (the parent, in every namespace of the host)
 
 [[noreturn]] void ExitLike(int status) {
   if (WIFEXITED(status)) ::_exit(WEXITSTATUS(status));
@@ -221,26 +221,26 @@ int WriteProcFile(const char* path, absl::string_view text) {
 // In the namespace parent: a user namespace when not root (the uid and gid mapped to
 // themselves), then a pid namespace for the children. Fills `report` on failure.
 bool MakeNamespaces(bool root, NamespaceReport& report) {
-  auto failed = [&report](const char* step) {
-    report.error = errno != 0 ? errno : EIO;
+  auto failed = [&report](const char* step, int error) {
+    report.error = error != 0 ? error : EIO;
     std::snprintf(report.step, sizeof(report.step), "%s", step);
     return false;
   };
   if (!root) {
     const std::string uid_map = absl::StrCat(::geteuid(), " ", ::geteuid(), " 1");
     const std::string gid_map = absl::StrCat(::getegid(), " ", ::getegid(), " 1");
-    if (::unshare(CLONE_NEWUSER) != 0) return failed("unshare(CLONE_NEWUSER)");
-    if ((errno = WriteProcFile("/proc/self/setgroups", "deny")) != 0) {
-      return failed("write /proc/self/setgroups \"deny\"");
+    if (::unshare(CLONE_NEWUSER) != 0) return failed("unshare(CLONE_NEWUSER)", errno);
+    if (int error = WriteProcFile("/proc/self/setgroups", "deny"); error != 0) {
+      return failed("write /proc/self/setgroups \"deny\"", error);
     }
-    if ((errno = WriteProcFile("/proc/self/uid_map", uid_map)) != 0) {
-      return failed("write /proc/self/uid_map");
+    if (int error = WriteProcFile("/proc/self/uid_map", uid_map); error != 0) {
+      return failed("write /proc/self/uid_map", error);
     }
-    if ((errno = WriteProcFile("/proc/self/gid_map", gid_map)) != 0) {
-      return failed("write /proc/self/gid_map");
+    if (int error = WriteProcFile("/proc/self/gid_map", gid_map); error != 0) {
+      return failed("write /proc/self/gid_map", error);
     }
   }
-  if (::unshare(CLONE_NEWPID) != 0) return failed("unshare(CLONE_NEWPID)");
+  if (::unshare(CLONE_NEWPID) != 0) return failed("unshare(CLONE_NEWPID)", errno);
   return true;
 }
 
