@@ -28,6 +28,7 @@
 #include "daemon/base/serial_worker.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/transport/fd_channel_server.h"
+#include "daemon/transport/http2_preface.h"
 #include "daemon/transport/peer_credential_source.h"
 #include "daemon/transport/unix_socket.h"
 
@@ -63,7 +64,6 @@ constexpr absl::string_view kFdChannelSuffix = ".fds";
 // connection reaches gRPC only once it has arrived, within kPrefaceTimeout: gRPC applies no
 // handshake timeout to connections handed over with AddInsecureChannelFromFd, so a client that
 // connects and stays silent would otherwise hold a connection slot for good.
-constexpr absl::string_view kHttp2ClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 constexpr absl::Duration kPrefaceTimeout = absl::Seconds(5);
 
 // Parses exactly "fd:<decimal int>" (no sign, no leading zeros, no spaces), as gRPC writes it.

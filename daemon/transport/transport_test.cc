@@ -30,6 +30,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "daemon/transport/http2_preface.h"
 #include "daemon/transport/peer_credential_source.h"
 #include "daemon/transport/test_util.h"
 #include "daemon/transport/unix_socket.h"
@@ -419,7 +420,7 @@ class TransportTest : public ::testing::Test {
   absl::StatusOr<UniqueFd> ConnectSendingPreface(bool refusal_expected) {
     absl::StatusOr<UniqueFd> client = ConnectUnixSocket(path_, UnixSocketKind::kStream);
     if (!client.ok()) return client;
-    const absl::string_view preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const absl::string_view preface = kHttp2ClientPreface;
     const ssize_t sent = ::send(client->get(), preface.data(), preface.size(), MSG_NOSIGNAL);
     const bool refused_early = sent < 0 && (errno == EPIPE || errno == ECONNRESET);
     if (sent != static_cast<ssize_t>(preface.size()) && !(refusal_expected && refused_early)) {
@@ -691,7 +692,7 @@ TEST_F(TransportTest, PrefaceInPiecesIsAccepted) {
   StartTransport(ListenOptions());
   absl::StatusOr<UniqueFd> client = ConnectUnixSocket(path_, UnixSocketKind::kStream);
   ASSERT_TRUE(client.ok());
-  const absl::string_view preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  const absl::string_view preface = kHttp2ClientPreface;
   for (size_t cut : {0ul, 3ul, 10ul}) {
     size_t next = cut == 10 ? preface.size() : (cut == 0 ? 3 : 10);
     absl::string_view piece = preface.substr(cut, next - cut);

@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "base/unique_fd.h"
+#include "daemon/transport/http2_preface.h"
 
 namespace vfiod::attack {
 
@@ -36,9 +37,6 @@ inline constexpr uint8_t kHttp2FlagEndStream = 0x1;
 inline constexpr uint8_t kHttp2FlagAck = 0x1;
 inline constexpr uint8_t kHttp2FlagEndHeaders = 0x4;
 inline constexpr uint16_t kHttp2SettingsInitialWindowSize = 0x4;
-
-// The 24 bytes every HTTP/2 client connection starts with.
-inline constexpr absl::string_view kHttp2ClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 // One frame: the 9-byte header (24-bit length, type, flags, 31-bit stream id) and `payload`.
 std::string Http2Frame(uint8_t type, uint8_t flags, uint32_t stream_id, absl::string_view payload);
