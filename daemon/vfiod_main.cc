@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -502,11 +503,16 @@ std::unique_ptr<grpc::Server> BuildGrpcServer(const Config& config, VfioDeviceCa
   return builder.BuildAndStart();
 }
 
-// Waits for a termination signal or the stop event; the reason it stopped.
-absl::StatusOr<std::string> ServeUntilStopped(const UniqueFd& signal_fd, const EventFd& stop) {
-  struct pollfd waits[2] = {{signal_fd.get(), POLLIN, 0}, {stop.fd().get(), POLLIN, 0}};
+// Waits for a termination signal, the stop event (the spawn-mode owner is gone) or the host's
+// request for the device (its REQ trigger fired: e.g. an unbind from vfio-pci, which waits for
+// the daemon to release the device); the reason it stopped.
+absl::StatusOr<std::string> ServeUntilStopped(const UniqueFd& signal_fd, const EventFd& stop,
+                                              const EventFd& host_request) {
+  struct pollfd waits[3] = {{signal_fd.get(), POLLIN, 0},
+                            {stop.fd().get(), POLLIN, 0},
+                            {host_request.fd().get(), POLLIN, 0}};
   while (true) {
-    if (::poll(waits, 2, -1) < 0) {
+    if (::poll(waits, 3, -1) < 0) {
       if (errno == EINTR) continue;
       return ErrnoError(errno, "poll");
     }
@@ -522,6 +528,10 @@ absl::StatusOr<std::string> ServeUntilStopped(const UniqueFd& signal_fd, const E
       }
     }
     if (waits[1].revents & POLLIN) return std::string("the spawn-mode owner is gone");
+    if (waits[2].revents & POLLIN) {
+      LogWarning("the host requested the device (vfio-pci REQ, e.g. an unbind): releasing it");
+      return std::string("the host requested the device");
+    }
   }
 }
 
@@ -549,6 +559,9 @@ absl::Status Run() {
   VFIOD_ASSIGN_OR_RETURN(Config config, ParseConfig(std::move(activated)));
   SetLogLevel(config.log_level);
 
+  // Signalled by the IRQ watcher when the host asks for the device back (PciDevice::Start);
+  // created after the jail, and declared before the device so that it outlives the watcher.
+  std::optional<EventFd> host_request;
   // 1. The device, and everything immutable about it.
   VFIOD_ASSIGN_OR_RETURN(std::unique_ptr<DeviceBackend> backend, OpenBackend(config.device, config.max_dma_bytes));
   DeviceBackend* const backend_for_jail = backend.get();
@@ -617,12 +630,14 @@ absl::Status Run() {
   }
   VFIOD_ASSIGN_OR_RETURN(EventFd stop_event, EventFd::Create());
   stop.emplace(std::move(stop_event));
+  VFIOD_ASSIGN_OR_RETURN(EventFd host_request_event, EventFd::Create());
+  host_request.emplace(std::move(host_request_event));
   // From here on no log line waits for stderr (daemon/base/logging.h).
   StartAsyncLogging();
 
   // 4. Threads: the device's (simulated device worker, IRQ watcher), then gRPC's, then the
   // transport's, which hands out connections.
-  VFIOD_RETURN_IF_ERROR(device->Start());
+  VFIOD_RETURN_IF_ERROR(device->Start([&host_request] { (void)host_request->Signal(); }));
   ServiceOptions service_options;
   service_options.daemon_version = kVfiodVersion;
   service_options.observer_bar_reads = config.observer_bar_reads;
@@ -641,7 +656,7 @@ absl::Status Run() {
   if (!notified.ok()) LogWarning("readiness notification failed", {{"error", notified.ToString()}});
 
   // 5. Until told to stop.
-  VFIOD_ASSIGN_OR_RETURN(std::string reason, ServeUntilStopped(signal_fd, *stop));
+  VFIOD_ASSIGN_OR_RETURN(std::string reason, ServeUntilStopped(signal_fd, *stop, *host_request));
   LogInfo("stopping", {{"reason", reason}});
   transport->Shutdown();
   vfio_user.Shutdown();

@@ -207,7 +207,7 @@ absl::StatusOr<std::unique_ptr<IrqManager>> IrqManager::Create(DeviceBackend* ba
   return std::unique_ptr<IrqManager>(new IrqManager(backend, max_watchers));
 }
 
-absl::Status IrqManager::Start() {
+absl::Status IrqManager::Start(std::function<void()> on_host_request) {
   absl::MutexLock lock(&mu_);
   if (wake_.has_value()) return absl::FailedPreconditionError("IrqManager: Start called twice");
   absl::StatusOr<EventFd> wake = EventFd::Create();
@@ -223,6 +223,8 @@ absl::Status IrqManager::Start() {
   }
   wake_.emplace(*std::move(wake));
   epoll_ = std::move(epoll);
+  on_host_request_ = std::move(on_host_request);
+  ArmHostRequestLocked();
   watcher_ = std::thread([this] { WatcherLoop(); });
   return absl::OkStatus();
 }
@@ -240,8 +242,12 @@ IrqManager::IrqManager(DeviceBackend* backend, uint32_t max_watchers)
 }
 
 IrqManager::~IrqManager() {
+  stop_.store(true);  // first: DisableAll arms no REQ trigger of the daemon's any more
   DisableAll();
-  stop_.store(true);
+  {
+    absl::MutexLock lock(&mu_);
+    DisarmHostRequestLocked();
+  }
   if (wake_.has_value()) {
     absl::Status status = wake_->Signal();
     if (!status.ok()) {
@@ -373,12 +379,87 @@ absl::Status IrqManager::ValidateMaskLocked(const IrqRequest& r) const {
 absl::Status IrqManager::SetIrqsLocked(IrqRequest& r, std::vector<IrqEvent>& events) {
   VFIOD_RETURN_IF_ERROR(ValidateLocked(r));
   if (r.action == IrqAction::kTrigger) {
+    if (r.index == IrqIndex::kReq) return SetReqTriggerLocked(r, events);
     if (r.count == 0) return DisableIndexLocked(r.index, /*force=*/false, events);
     if (r.data == Data::kEventfd || r.data == Data::kWatch) return SetTriggerLocked(r, events);
     return LoopbackLocked(r);
   }
   if (IsEmulated(r.index)) return EmulateMaskLocked(r);
   return BackendMaskLocked(r);
+}
+
+absl::Status IrqManager::SetReqTriggerLocked(IrqRequest& r, std::vector<IrqEvent>& events) {
+  const Index& index = indexes_[Raw(IrqIndex::kReq)];
+  absl::Status status;
+  if (r.count == 0) {
+    // Idempotent without an owner trigger; the daemon's, if armed, stays.
+    if (!index.enabled) return absl::OkStatus();
+    status = DisableIndexLocked(IrqIndex::kReq, /*force=*/false, events);
+  } else if (r.data == Data::kEventfd || r.data == Data::kWatch) {
+    status = SetTriggerLocked(r, events);
+  } else if (host_request_token_ != 0) {
+    // The owner has no REQ trigger: the kernel's answer without one (vfio_pci_set_ctx_trigger_
+    // single), and the daemon's eventfd is not signalled.
+    if (r.data == Data::kBool) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat("SetIrqs: ", Describe(r), ": REQ has no trigger of the owner's to signal"));
+  } else {
+    return LoopbackLocked(r);
+  }
+  if (!status.ok()) return status;  // the backend kept its trigger, the daemon's included
+  // The owner's request replaced or cleared the backend's single REQ trigger.
+  DropHostRequestLocked();
+  ArmHostRequestLocked();
+  return absl::OkStatus();
+}
+
+void IrqManager::ArmHostRequestLocked() {
+  const Index& index = indexes_[Raw(IrqIndex::kReq)];
+  if (!on_host_request_ || stop_.load() || host_request_token_ != 0 || index.enabled ||
+      index.info.count == 0 || !index.info.eventfd) {
+    return;
+  }
+  absl::StatusOr<uint64_t> token = AddDaemonFdLocked(IrqIndex::kReq, 0, FdKind::kHostRequest);
+  absl::Status status = token.status();
+  if (token.ok()) {
+    IrqSet set;
+    set.index = IrqIndex::kReq;
+    set.start = 0;
+    set.count = 1;
+    set.action = IrqAction::kTrigger;
+    set.data = IrqSet::Data::kEventfd;
+    set.eventfds = {DaemonFdLocked(*token)};
+    status = backend_->SetIrqs(set);
+    if (status.ok()) {
+      host_request_token_ = *token;
+      return;
+    }
+    RemoveDaemonFdLocked(*token);
+  }
+  LogWarning(
+      "IrqManager: cannot arm the daemon's REQ trigger; a host unbind waits for vfiod to exit",
+      {{"error", status.ToString()}});
+}
+
+void IrqManager::DropHostRequestLocked() {
+  if (host_request_token_ == 0) return;
+  RemoveDaemonFdLocked(host_request_token_);
+  host_request_token_ = 0;
+}
+
+void IrqManager::DisarmHostRequestLocked() {
+  if (host_request_token_ == 0) return;
+  IrqSet set;
+  set.index = IrqIndex::kReq;
+  set.start = 0;
+  set.count = 0;
+  set.action = IrqAction::kTrigger;
+  set.data = IrqSet::Data::kNone;
+  absl::Status status = backend_->SetIrqs(set);
+  if (!status.ok()) {
+    LogWarning("IrqManager: cannot clear the daemon's REQ trigger", {{"error", status.ToString()}});
+  }
+  DropHostRequestLocked();
 }
 
 // Loopback: the backend signals whatever each vector's trigger is (for a masked MSI/MSI-X
@@ -571,6 +652,8 @@ void IrqManager::DisableAll() {
                    {{"index", IrqIndexName(IrqIndex(i))}, {"error", status.ToString()}});
       }
     }
+    // The owner's REQ trigger, if any, is gone from the backend: the daemon's takes its place.
+    ArmHostRequestLocked();
   }
   Deliver(events);
 }
@@ -582,6 +665,7 @@ const EventFd* IrqManager::TargetFdLocked(const Vector& vector) const {
     case Trigger::kWatch:
       return DaemonFdLocked(vector.watch_token);
     case Trigger::kNone:
+    case Trigger::kDaemonRequest:  // never a vector's own: State() reports the daemon's REQ
       break;
   }
   return nullptr;
@@ -653,6 +737,7 @@ void IrqManager::WatcherLoop() {
       return;
     }
     std::vector<IrqEvent> events;
+    bool host_request = false;
     {
       absl::MutexLock lock(&mu_);
       for (int i = 0; i < n; ++i) {
@@ -668,12 +753,15 @@ void IrqManager::WatcherLoop() {
         const DaemonFd& fd = it->second;
         if (fd.kind == FdKind::kWatch) {
           RecordWatchLocked(fd.index, fd.vector, *count, events);
+        } else if (fd.kind == FdKind::kHostRequest) {
+          host_request = true;
         } else {
           indexes_[Raw(fd.index)].vectors[fd.vector].pending = true;
         }
       }
     }
     Deliver(events);
+    if (host_request) on_host_request_();
   }
 }
 
@@ -741,6 +829,9 @@ std::vector<IrqIndexState> IrqManager::State() const {
       IrqVectorState vs;
       vs.vector = v;
       vs.trigger = vector.trigger;
+      if (i == Raw(IrqIndex::kReq) && v == 0 && host_request_token_ != 0) {
+        vs.trigger = Trigger::kDaemonRequest;
+      }
       vs.masked = vector.masked;
       vs.pending = vector.pending;
       vs.unmask_eventfd = v == 0 && index.unmask_eventfd.has_value();

@@ -44,6 +44,20 @@
 // sees the interrupt (automask). The emulation lives apart from the trigger and watch
 // machinery, in irq_mask_emulation.cc (plan, re-point, commit).
 //
+// The host's device request (REQ): when the host wants the device back (unbinding it from
+// vfio-pci while the daemon holds the device fd), the kernel signals the REQ trigger, and again
+// about every 10 s until the device fd is closed; without a trigger the unbind just blocks. So
+// while the owner has no REQ trigger, the manager keeps one of its own there (when Start was
+// given `on_host_request` and the device has REQ with an eventfd): its firing calls
+// on_host_request. The owner's REQ trigger (eventfd or watch) replaces the daemon's in the
+// backend; when the owner's goes (TRIGGER with no eventfd, disable, DisableAll at owner loss)
+// the daemon's is armed again. While the daemon's is armed, the owner sees REQ as having no
+// trigger: disabling it is the idempotent no-op, and a loopback answers as the kernel does
+// without a trigger (DATA_NONE: INVALID_ARGUMENT, DATA_BOOL: OK, nothing signalled), so an
+// owner cannot stop the daemon through it. State() reports it as Trigger::kDaemonRequest with
+// the index not enabled. A failure to arm is logged (the unbind then waits for the daemon to
+// exit, as before). The simulated device has no host driver: its REQ is armed and never fires.
+//
 // State: `delivered` counts the interrupts the daemon itself read from watch eventfds
 // (cumulative for the life of the manager; the daemon cannot see interrupts that go straight to
 // a client's eventfd). Disabling an index clears its triggers, masks, pending bits and unmask
@@ -60,6 +74,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -92,9 +107,15 @@ class IrqManager {
   // Until then every request that needs a daemon-owned eventfd (watch forms, MSI/MSI-X mask
   // with a trigger) is FAILED_PRECONDITION; the others work. The errno status when an eventfd,
   // the epoll instance or the thread cannot be created; FAILED_PRECONDITION when called twice.
-  absl::Status Start();
-  // Disables every index (DisableAll), stops and joins the watcher thread and closes every live
-  // subscription (their Next() then drains the queue and returns nullopt, closed() is true).
+  //
+  // `on_host_request` (may be empty: no REQ trigger of the daemon's): called on the watcher
+  // thread, without the manager's lock, each time the host signals the daemon's REQ trigger
+  // (see the file comment); it must not block and must not call back into the manager's
+  // SetIrqs/DisableAll. The daemon's trigger is armed here, when the device has REQ.
+  absl::Status Start(std::function<void()> on_host_request = nullptr);
+  // Disables every index and the daemon's REQ trigger (DisableAll), stops and joins the watcher
+  // thread and closes every live subscription (their Next() then drains the queue and returns
+  // nullopt, closed() is true).
   ~IrqManager();
 
   IrqManager(const IrqManager&) = delete;
@@ -115,7 +136,8 @@ class IrqManager {
 
   // Tears down every index (owner loss; before reset): each index is disabled in the backend
   // (failures are logged and do not stop the others) and its state, eventfds and masks are
-  // dropped. Subscriptions stay open.
+  // dropped; then the daemon's REQ trigger is armed again (after Start with on_host_request).
+  // Subscriptions stay open.
   void DisableAll();
 
   // Number of live subscriptions (for tests and counters).
@@ -126,7 +148,7 @@ class IrqManager {
   struct Registry;
 
   // What a daemon-owned eventfd is for.
-  enum class FdKind { kWatch, kMask };
+  enum class FdKind { kWatch, kMask, kHostRequest };
 
   // A daemon-owned eventfd registered in epoll under its token.
   struct DaemonFd {
@@ -167,6 +189,17 @@ class IrqManager {
   // the state is cleared even when the backend fails (the failure is still returned).
   absl::Status DisableIndexLocked(IrqIndex index, bool force, std::vector<IrqEvent>& events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // TRIGGER on REQ: the owner's request, then the daemon's trigger follows (file comment).
+  absl::Status SetReqTriggerLocked(IrqRequest& request, std::vector<IrqEvent>& events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Arms the daemon's REQ trigger when it should be (on_host_request_ set, not stopping, REQ
+  // present with eventfds, no owner trigger, not armed yet); a failure is logged.
+  void ArmHostRequestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the daemon's REQ eventfd after the backend's trigger was replaced or cleared.
+  void DropHostRequestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Clears the daemon's REQ trigger in the backend too (the manager is going away).
+  void DisarmHostRequestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // TRIGGER with eventfds or watch (irq_manager.cc): prepare every daemon eventfd, one backend
   // call, then commit. A failure leaves the state as it was.
@@ -251,6 +284,10 @@ class IrqManager {
   std::array<Index, kNumPciIrqIndexes> indexes_ ABSL_GUARDED_BY(mu_);
   absl::node_hash_map<uint64_t, DaemonFd> daemon_fds_ ABSL_GUARDED_BY(mu_);
   uint64_t next_token_ ABSL_GUARDED_BY(mu_) = 1;  // 0: the wake eventfd
+  // Set once by Start(), before the watcher exists; called by the watcher without mu_.
+  std::function<void()> on_host_request_;
+  // The daemon's REQ eventfd while it is the backend's REQ trigger (0: not armed).
+  uint64_t host_request_token_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::thread watcher_;
 };

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -37,7 +38,8 @@ using Trigger = IrqVectorState::Trigger;
 // get here. It duplicates the eventfds it is given, as the simulated device does.
 class IrqTestBackend : public DeviceBackend {
  public:
-  explicit IrqTestBackend(uint32_t msix_vectors = 8) {
+  // `req_vectors`: 1 gives the device REQ (with eventfds), as vfio-pci reports it.
+  explicit IrqTestBackend(uint32_t msix_vectors = 8, uint32_t req_vectors = 0) {
     info_.kind = "test";
     info_.name = "test:irq";
     info_.irqs = {
@@ -45,7 +47,7 @@ class IrqTestBackend : public DeviceBackend {
         IrqInfo{IrqIndex::kMsi, 4, true, false, false, false},
         IrqInfo{IrqIndex::kMsix, msix_vectors, true, false, false, false},
         IrqInfo{IrqIndex::kErr, 1, true, false, false, false},
-        IrqInfo{IrqIndex::kReq, 0, false, false, false, false},
+        IrqInfo{IrqIndex::kReq, req_vectors, req_vectors > 0, false, false, false},
     };
     for (const IrqInfo& info : info_.irqs) {
       triggers_[static_cast<int>(info.index)].resize(info.count);
@@ -1161,6 +1163,183 @@ TEST_F(IrqManagerSimTest, ReqWithoutAnEventfdIsDisabled) {
   disable.data = Data::kNone;
   EXPECT_TRUE(manager_->SetIrqs(std::move(disable)).ok());
   EXPECT_FALSE(Enabled(manager_->State(), IrqIndex::kReq));
+}
+
+// ------------------------------------------------------------------------------------------
+// The daemon's own REQ trigger (the host's request for the device): armed while the owner has
+// none, replaced by the owner's, armed again when the owner's goes.
+
+// Counts on_host_request calls.
+struct HostRequests {
+  std::atomic<int> calls{0};
+  std::function<void()> Handler() {
+    return [this] { calls.fetch_add(1); };
+  }
+  // Whether the count reaches `n` within `d`.
+  bool ReachWithin(int n, absl::Duration d) {
+    const absl::Time deadline = absl::Now() + d;
+    while (calls.load() < n && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+    return calls.load() >= n;
+  }
+};
+
+IrqRequest ReqEventfd(std::optional<EventFd> fd) {
+  IrqRequest r;
+  r.index = IrqIndex::kReq;
+  r.count = 1;
+  r.data = Data::kEventfd;
+  r.eventfds.push_back(std::move(fd));
+  return r;
+}
+
+IrqRequest ReqLoopback(Data data) {
+  IrqRequest r = Action(IrqIndex::kReq, IrqAction::kTrigger, 0, 1);
+  r.data = data;
+  if (data == Data::kBool) r.bools = {true};
+  return r;
+}
+
+Trigger ReqTrigger(const IrqManager& manager) {
+  return VectorState(manager.State(), IrqIndex::kReq, 0).trigger;
+}
+
+class HostRequestTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto m = IrqManager::Create(&backend_, 4);
+    ASSERT_TRUE(m.ok()) << m.status();
+    manager_ = *std::move(m);
+    ASSERT_TRUE(manager_->Start(requests_.Handler()).ok());
+  }
+
+  IrqTestBackend backend_{8, 1};
+  HostRequests requests_;
+  std::unique_ptr<IrqManager> manager_;
+};
+
+TEST_F(HostRequestTest, ArmedAtStartAndFiringCallsTheHandler) {
+  EXPECT_EQ(ReqTrigger(*manager_), Trigger::kDaemonRequest);
+  EXPECT_FALSE(Enabled(manager_->State(), IrqIndex::kReq)) << "the owner enabled nothing";
+  EXPECT_TRUE(backend_.has_trigger(IrqIndex::kReq, 0));
+  backend_.Fire(IrqIndex::kReq, 0);  // the host's request (vfio_pci_core_request)
+  EXPECT_TRUE(requests_.ReachWithin(1, kEventWait));
+  backend_.Fire(IrqIndex::kReq, 0);  // the kernel signals again every 10 s
+  EXPECT_TRUE(requests_.ReachWithin(2, kEventWait));
+}
+
+TEST_F(HostRequestTest, OwnerTriggerReplacesTheDaemonsUntilItGoes) {
+  std::vector<EventFd> mirror;
+  ASSERT_TRUE(manager_->SetIrqs(Eventfds(IrqIndex::kReq, 0, 1, &mirror)).ok());
+  EXPECT_EQ(ReqTrigger(*manager_), Trigger::kClientEventfd);
+  EXPECT_TRUE(Enabled(manager_->State(), IrqIndex::kReq));
+  backend_.Fire(IrqIndex::kReq, 0);
+  EXPECT_EQ(*mirror[0].Read(), 1u) << "the owner's eventfd gets the request";
+  absl::SleepFor(kQuietWait);
+  EXPECT_EQ(requests_.calls.load(), 0) << "the VMM decides, not the daemon";
+
+  // Each way the owner's trigger goes arms the daemon's again.
+  ASSERT_TRUE(manager_->SetIrqs(ReqEventfd(std::nullopt)).ok());
+  EXPECT_EQ(ReqTrigger(*manager_), Trigger::kDaemonRequest);
+  ASSERT_TRUE(manager_->SetIrqs(Watch(IrqIndex::kReq, 0, 1)).ok());
+  EXPECT_EQ(ReqTrigger(*manager_), Trigger::kWatch);
+  ASSERT_TRUE(manager_->SetIrqs(Disable(IrqIndex::kReq)).ok());
+  EXPECT_EQ(ReqTrigger(*manager_), Trigger::kDaemonRequest);
+  ASSERT_TRUE(manager_->SetIrqs(Eventfds(IrqIndex::kReq, 0, 1)).ok());
+  manager_->DisableAll();  // owner loss
+  EXPECT_EQ(ReqTrigger(*manager_), Trigger::kDaemonRequest);
+  EXPECT_FALSE(Enabled(manager_->State(), IrqIndex::kReq));
+  backend_.Fire(IrqIndex::kReq, 0);
+  EXPECT_TRUE(requests_.ReachWithin(1, kEventWait));
+}
+
+TEST_F(HostRequestTest, OwnerSeesNoTriggerAndCannotSignalTheDaemons) {
+  const int calls = backend_.calls();
+  // Disabling REQ the owner never enabled: the idempotent no-op; the daemon's stays.
+  EXPECT_TRUE(manager_->SetIrqs(Disable(IrqIndex::kReq)).ok());
+  // Loopback answers as the kernel without a trigger, and signals nothing.
+  absl::Status none = manager_->SetIrqs(ReqLoopback(Data::kNone));
+  EXPECT_EQ(none.code(), absl::StatusCode::kInvalidArgument) << none;
+  EXPECT_NE(none.message().find("no trigger of the owner's"), absl::string_view::npos) << none;
+  EXPECT_TRUE(manager_->SetIrqs(ReqLoopback(Data::kBool)).ok());
+  EXPECT_EQ(backend_.calls(), calls) << "nothing reached the backend";
+  absl::SleepFor(kQuietWait);
+  EXPECT_EQ(requests_.calls.load(), 0);
+  EXPECT_EQ(ReqTrigger(*manager_), Trigger::kDaemonRequest);
+}
+
+TEST_F(HostRequestTest, FailedOwnerRequestKeepsTheDaemonsArmed) {
+  backend_.FailNext();
+  const int fds = CountOpenFds();
+  EXPECT_EQ(manager_->SetIrqs(Eventfds(IrqIndex::kReq, 0, 1)).code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(CountOpenFds(), fds);
+  EXPECT_EQ(ReqTrigger(*manager_), Trigger::kDaemonRequest);
+  backend_.Fire(IrqIndex::kReq, 0);
+  EXPECT_TRUE(requests_.ReachWithin(1, kEventWait));
+}
+
+TEST_F(HostRequestTest, DestructionClearsTheBackendTriggerAndClosesTheEventfd) {
+  manager_.reset();
+  EXPECT_FALSE(backend_.has_trigger(IrqIndex::kReq, 0));
+}
+
+TEST(HostRequestLifetimeTest, NotArmedWithoutAHandlerOrWhenArmingFails) {
+  IrqTestBackend backend(8, 1);
+  {
+    auto manager = IrqManager::Create(&backend, 4);
+    ASSERT_TRUE(manager.ok());
+    ASSERT_TRUE((*manager)->Start().ok());
+    EXPECT_EQ(ReqTrigger(**manager), Trigger::kNone);
+    (*manager)->DisableAll();
+    EXPECT_EQ(ReqTrigger(**manager), Trigger::kNone);
+    EXPECT_FALSE(backend.has_trigger(IrqIndex::kReq, 0));
+  }
+  HostRequests requests;
+  auto manager = IrqManager::Create(&backend, 4);
+  ASSERT_TRUE(manager.ok());
+  const int fds = CountOpenFds();
+  backend.FailNext();
+  ASSERT_TRUE((*manager)->Start(requests.Handler()).ok()) << "logged, not fatal";
+  EXPECT_EQ(ReqTrigger(**manager), Trigger::kNone);
+  EXPECT_EQ(CountOpenFds(), fds + 2) << "the watcher's epoll and wake eventfd only";
+  (*manager)->DisableAll();  // the next occasion arms it
+  EXPECT_EQ(ReqTrigger(**manager), Trigger::kDaemonRequest);
+}
+
+TEST(HostRequestLifetimeTest, DeviceWithoutReqArmsNothing) {
+  IrqTestBackend backend;  // REQ count 0
+  HostRequests requests;
+  auto manager = IrqManager::Create(&backend, 4);
+  ASSERT_TRUE(manager.ok());
+  ASSERT_TRUE((*manager)->Start(requests.Handler()).ok());
+  EXPECT_EQ(backend.calls(), 0);
+}
+
+// The simulated edu device has REQ and stores its trigger, but no host driver ever asks for the
+// device: the daemon's trigger is armed there and only a loopback through the backend (what
+// the kernel's request does) fires it.
+TEST_F(IrqManagerSimTest, DaemonReqTriggerOnTheSimulatedDevice) {
+  HostRequests requests;
+  auto m = IrqManager::Create(backend_.get(), 4);
+  ASSERT_TRUE(m.ok());
+  manager_.reset();
+  manager_ = *std::move(m);
+  ASSERT_TRUE(manager_->Start(requests.Handler()).ok());
+  EXPECT_EQ(ReqTrigger(*manager_), Trigger::kDaemonRequest);
+
+  std::vector<EventFd> mirror;
+  ASSERT_TRUE(manager_->SetIrqs(Eventfds(IrqIndex::kReq, 0, 1, &mirror)).ok());
+  IrqSet host = {};
+  host.index = IrqIndex::kReq;
+  host.start = 0;
+  host.count = 1;
+  host.action = IrqAction::kTrigger;
+  host.data = IrqSet::Data::kNone;
+  ASSERT_TRUE(backend_->SetIrqs(host).ok());
+  EXPECT_EQ(*mirror[0].Read(), 1u);
+  manager_->DisableAll();
+  EXPECT_EQ(ReqTrigger(*manager_), Trigger::kDaemonRequest);
+  ASSERT_TRUE(backend_->SetIrqs(host).ok());
+  EXPECT_TRUE(requests.ReachWithin(1, kEventWait));
 }
 
 }  // namespace

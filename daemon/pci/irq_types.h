@@ -40,7 +40,9 @@ inline bool IrqIndexMaskable(const IrqInfo& info) {
 }
 
 struct IrqVectorState {
-  enum class Trigger { kNone, kClientEventfd, kWatch };
+  // kDaemonRequest: REQ only, no trigger of the owner's; the daemon's own eventfd, which the
+  // host signals when it wants the device back (IrqManager::Start's on_host_request).
+  enum class Trigger { kNone, kClientEventfd, kWatch, kDaemonRequest };
   uint32_t vector = 0;
   Trigger trigger = Trigger::kNone;
   bool masked = false;
@@ -53,7 +55,7 @@ struct IrqVectorState {
 
 struct IrqIndexState {
   IrqIndex index = IrqIndex::kIntx;
-  bool enabled = false;
+  bool enabled = false;                 // by the owner (REQ's kDaemonRequest leaves it false)
   std::vector<IrqVectorState> vectors;  // every vector the index has
 };
 

@@ -130,10 +130,10 @@ absl::StatusOr<std::unique_ptr<PciDevice>> PciDevice::Create(std::unique_ptr<Dev
   return device;
 }
 
-absl::Status PciDevice::Start() {
+absl::Status PciDevice::Start(std::function<void()> on_host_request) {
   State& s = *state_;
   VFIOD_RETURN_IF_ERROR(s.backend->Start());
-  return s.irqs->Start();
+  return s.irqs->Start(std::move(on_host_request));
 }
 
 const DeviceDescription& PciDevice::description() const { return state_->description; }

@@ -17,6 +17,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -118,8 +119,9 @@ class PciDevice {
   // Starts the backend's threads (DeviceBackend::Start) and the IRQ manager's watcher. Call
   // once, after the daemon's jail and before serving (see docs/ARCHITECTURE.md, start-up
   // order); IRQ requests needing daemon eventfds, and a simulated device's timed work, wait
-  // for it.
-  absl::Status Start();
+  // for it. `on_host_request`: see IrqManager::Start (called when the host asks for the device
+  // back, e.g. an unbind from vfio-pci, while the owner has no REQ trigger; empty: not watched).
+  absl::Status Start(std::function<void()> on_host_request = nullptr);
   ~PciDevice();
 
   const DeviceDescription& description() const;

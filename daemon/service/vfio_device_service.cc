@@ -57,6 +57,8 @@ v1::IrqVectorState::Trigger ToProto(IrqVectorState::Trigger trigger) {
       return v1::IrqVectorState::TRIGGER_CLIENT_EVENTFD;
     case IrqVectorState::Trigger::kWatch:
       return v1::IrqVectorState::TRIGGER_WATCH;
+    case IrqVectorState::Trigger::kDaemonRequest:
+      return v1::IrqVectorState::TRIGGER_DAEMON_REQUEST;
   }
   return v1::IrqVectorState::TRIGGER_NONE;
 }
