@@ -6,15 +6,16 @@
 #
 # Usage: guest_suite.sh SUITE_DIR [PART...]
 # (parts: edu_scenario owner_loss zoo jailed_ioctl jail policy_kernel walkthrough
-# qemu_walkthrough qemu_real; default all). With LAB_SUITE_VERBOSE=1 a part's output is shown as it runs (tools/demo.sh).
+# qemu_walkthrough qemu_real host_request; default all, host_request last: it unbinds and
+# rebinds the edu device). With LAB_SUITE_VERBOSE=1 a part's output is shown as it runs (tools/demo.sh).
 # SUITE_DIR holds vfiod, vfioctl, edu_scenario_test, owner_loss_test, zoo_test,
-# jailed_ioctl_test, jail_test, policy_kernel_test, qemu_real_test, qemu_edu_demo,
+# jailed_ioctl_test, jail_test, policy_kernel_test, qemu_real_test, host_request_test, qemu_edu_demo,
 # demo_walkthrough.sh, demo_qemu.sh and
 # runfiles/vfiod/{daemon/vfiod,tests/owner_process}.
 set -u
 suite=${1:?usage: guest_suite.sh SUITE_DIR [PART...]}
 shift
-parts=${*:-edu_scenario owner_loss zoo jailed_ioctl jail policy_kernel walkthrough qemu_walkthrough qemu_real}
+parts=${*:-edu_scenario owner_loss zoo jailed_ioctl jail policy_kernel walkthrough qemu_walkthrough qemu_real host_request}
 
 export VFIOD_BINARY=$suite/vfiod
 export VFIOCTL_BINARY=$suite/vfioctl
@@ -50,7 +51,7 @@ part() {
     awk '/: Skipped$/ { skipping = 1; reason = ""; next }
       skipping && /^\[  SKIPPED \]/ { print $0 (reason == "" ? "" : ": " reason); skipping = 0; next }
       skipping && NF > 0 && reason == "" { reason = $0; next }
-      /^\[ *(OK|SKIPPED|PASSED|FAILED) *\]|^walkthrough:|^demo_qemu:|^qemu_real:|^not applicable: / { print }' \
+      /^\[ *(OK|SKIPPED|PASSED|FAILED) *\]|^walkthrough:|^demo_qemu:|^qemu_real:|^host_request:|^not applicable: / { print }' \
       "/tmp/$name.log"
   else
     result=FAIL
@@ -137,6 +138,7 @@ for p in $parts; do
     # QEMU 11 on the real devices (run_lab_suite.sh boots with lab.sh --qemu11). The devices
     # QEMU attaches to: edu, e1000e and nvme (virtio-net and pci-testdev add time, not cases).
     qemu_real) part qemu_real env LAB_DEVICES="$(qemu_real_devices)" "$suite/qemu_real_test" ;;
+    host_request) part host_request "$suite/host_request_test" ;;
     *)
       echo "guest_suite: unknown part $p"
       failed=1

@@ -28,10 +28,15 @@
 #                 factorial and DMA through QEMU's guest RAM, QEMU SIGKILLed with DMA mapped and
 #                 interrupts on (no mapping, IRQ or bus master left; /proc/interrupts clean), a
 #                 new QEMU on the same daemon
+#   host_request  tests/lab/host_request_test: the edu device unbound from vfio-pci while vfiod
+#                 serves it: without an owner REQ trigger vfiod stops (exit 0) and the unbind
+#                 returns; with one, the owner's eventfd gets the request, and vfiod stops
+#                 after the owner goes (the kernel's 10 s re-request); rebound afterwards
 # and prints a summary with timings, every skipped test and every check reported not
 # applicable. Exit codes are the lab's: 0 every part passed, 1 a part failed, 2 the lab (or the
 # build) failed. Environment: see tools/lab/README.md (LAB_CACHE, LAB_ACCEL, LAB_TIMEOUT, ...);
-# BAZEL (default bazel).
+# BAZEL (default bazel); VFIOD_LAB_VFIOD: a vfiod binary the parts use instead of the build's
+# (e.g. one built from an older commit, to see a lab test fail without a fix).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -48,7 +53,8 @@ elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; 
 
 targets=(//daemon:vfiod //client:vfioctl //tests:edu_scenario_test //tests:owner_loss_test
   //tests:owner_process //tests/lab:zoo_test //tests/lab:jailed_ioctl_test //tests:jail_test
-  //seccomp:policy_kernel_test //tests/lab:qemu_real_test //tests/vmm:qemu_edu_demo)
+  //seccomp:policy_kernel_test //tests/lab:qemu_real_test //tests/vmm:qemu_edu_demo
+  //tests/lab:host_request_test)
 echo "lab-suite: building ${targets[*]}"
 if ! "$BAZEL" build "${targets[@]}"; then
   echo "lab-suite: RESULT: ERROR (the build failed)" >&2
@@ -61,7 +67,7 @@ t_build=$(elapsed "$t_start")
 # stages, so $ORIGIN RUNPATHs resolve).
 suite=/suite
 adds=(
-  --add "$bin/daemon/vfiod:$suite/vfiod"
+  --add "${VFIOD_LAB_VFIOD:-$bin/daemon/vfiod}:$suite/vfiod"
   --add "$bin/client/vfioctl:$suite/vfioctl"
   --add "$bin/tests/edu_scenario_test:$suite/edu_scenario_test"
   --add "$bin/tests/owner_loss_test:$suite/owner_loss_test"
@@ -70,9 +76,10 @@ adds=(
   --add "$bin/tests/jail_test:$suite/jail_test"
   --add "$bin/seccomp/policy_kernel_test:$suite/policy_kernel_test"
   --add "$bin/tests/lab/qemu_real_test:$suite/qemu_real_test"
+  --add "$bin/tests/lab/host_request_test:$suite/host_request_test"
   --add "$bin/tests/vmm/qemu_edu_demo:$suite/qemu_edu_demo"
   --add "$PWD/tools/demo_qemu.sh:$suite/demo_qemu.sh"
-  --add "$bin/daemon/vfiod:$suite/runfiles/vfiod/daemon/vfiod"
+  --add "${VFIOD_LAB_VFIOD:-$bin/daemon/vfiod}:$suite/runfiles/vfiod/daemon/vfiod"
   --add "$bin/tests/owner_process:$suite/runfiles/vfiod/tests/owner_process"
   --add "$PWD/tools/demo_walkthrough.sh:$suite/demo_walkthrough.sh"
 )
@@ -81,7 +88,8 @@ adds=(
 # points from the binary's real path, so put them there too.
 declare -A solibs=()
 for test in tests/edu_scenario_test tests/owner_loss_test tests/lab/zoo_test \
-  tests/lab/jailed_ioctl_test tests/jail_test seccomp/policy_kernel_test tests/lab/qemu_real_test; do
+  tests/lab/jailed_ioctl_test tests/jail_test seccomp/policy_kernel_test tests/lab/qemu_real_test \
+  tests/lab/host_request_test; do
   while read -r lib; do
     solibs[$lib]=1
   done < <(ldd "$bin/$test" | awk '$3 ~ /\/_solib_[^\/]*\// {print $3}')
