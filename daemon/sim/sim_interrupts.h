@@ -1,7 +1,8 @@
 // The simulated device's interrupt plumbing, as Linux 6.1's vfio_pci_intrs.c does it for edu:
 // level-triggered, automasked INTx with mask, unmask and a resample (unmask) eventfd (the
 // virqfd); MSI with one vector; INTx and MSI mutually exclusive; the REQ trigger stored (never
-// fired); loopback triggers with DATA_NONE/BOOL. Also the INTx masking by the virtual
+// fired: no host driver ever asks for a simulated device, so the daemon's own REQ trigger, see
+// IrqManager, stays armed and silent; only a loopback fires it); loopback triggers with DATA_NONE/BOOL. Also the INTx masking by the virtual
 // INTx-disable bit of the command register (SetVirqDisabled, from the config space).
 //
 // Thread-safety: none of its own; the owning backend guards it, and the device whose MSI enable
