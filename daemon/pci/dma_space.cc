@@ -11,6 +11,7 @@
 #include <limits>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/format.h"
@@ -125,7 +126,8 @@ absl::StatusOr<MemoryInfo> DmaSpace::RegisterMemory(UniqueFd fd, uint64_t size) 
                                               " is beyond the file's size ", Hex(file_size)));
   }
 
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock change(&change_mu_);
+  absl::MutexLock lock(&mu_);  // mmap of a memfd without populating: short
   if (memory_.size() >= max_memory_regions_) {
     return absl::ResourceExhaustedError(
         absl::StrCat("RegisterMemory: ", memory_.size(),
@@ -146,6 +148,8 @@ absl::StatusOr<MemoryInfo> DmaSpace::RegisterMemory(UniqueFd fd, uint64_t size) 
 }
 
 absl::Status DmaSpace::UnregisterMemory(uint64_t memory_id) {
+  absl::MutexLock change(&change_mu_);
+  std::map<uint64_t, RegisteredMemory>::node_type unregistered;  // munmapped without mu_
   absl::MutexLock lock(&mu_);
   auto it = memory_.find(memory_id);
   if (it == memory_.end()) {
@@ -158,7 +162,7 @@ absl::Status DmaSpace::UnregisterMemory(uint64_t memory_id) {
                                                       " DMA mapping(s); unmap them first"));
   }
   memory_bytes_ -= it->second.mapping.size();
-  memory_.erase(it);
+  unregistered = memory_.extract(it);
   return absl::OkStatus();
 }
 
@@ -246,32 +250,37 @@ absl::Status DmaSpace::ValidateMap(const DmaMapRequest& r) const {
 }
 
 absl::Status DmaSpace::MapDma(const DmaMapRequest& request) {
-  absl::MutexLock lock(&mu_);
-  if (absl::Status status = ValidateMap(request); !status.ok()) return status;
-  RegisteredMemory& memory = memory_.at(request.memory_id);
+  absl::MutexLock change(&change_mu_);
   DmaMap map;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (absl::Status status = ValidateMap(request); !status.ok()) return status;
+    map.host_address = memory_.at(request.memory_id).mapping.data() + request.offset;
+  }
   map.iova = request.iova;
   map.size = request.size;
-  map.host_address = memory.mapping.data() + request.offset;
   map.device_read = request.device_read;
   map.device_write = request.device_write;
+  // Without mu_ (type1 pins every page); change_mu_ keeps the memory registered and the IOVA
+  // range free.
   if (absl::Status status = backend_->MapDma(map); !status.ok()) {
     return Annotate(status,
                     absl::StrCat("MapDma: IOVA range ", Range(request.iova, LastIova(request))));
   }
+  absl::MutexLock lock(&mu_);
   mappings_.emplace(request.iova, request);
-  ++memory.dma_mappings;
+  ++memory_.at(request.memory_id).dma_mappings;
   return absl::OkStatus();
 }
 
-absl::Status DmaSpace::UnmapOne(std::map<uint64_t, DmaMapRequest>::iterator it) {
-  const DmaMapRequest& m = it->second;
+absl::Status DmaSpace::UnmapOne(const DmaMapRequest& m) {
   if (absl::Status status = backend_->UnmapDma(m.iova, m.size); !status.ok()) {
     return Annotate(status, absl::StrCat("UnmapDma: mapping ", Range(m.iova, LastIova(m))));
   }
+  absl::MutexLock lock(&mu_);
   auto memory = memory_.find(m.memory_id);
   if (memory != memory_.end()) --memory->second.dma_mappings;
-  mappings_.erase(it);
+  mappings_.erase(m.iova);
   return absl::OkStatus();
 }
 
@@ -287,55 +296,63 @@ absl::StatusOr<UnmapResult> DmaSpace::UnmapDma(uint64_t iova, uint64_t size) {
   }
   const uint64_t last = iova + (size - 1);
 
-  absl::MutexLock lock(&mu_);
-  auto first = mappings_.upper_bound(iova);
-  if (first != mappings_.begin() && LastIova(std::prev(first)->second) >= iova) --first;
-  auto end = mappings_.upper_bound(last);
-  if (first == end) {
-    return absl::NotFoundError(absl::StrCat("UnmapDma: nothing is mapped in ", Range(iova, last)));
-  }
-  for (auto it = first; it != end; ++it) {
-    const DmaMapRequest& m = it->second;
-    if (m.iova < iova || LastIova(m) > last) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("UnmapDma: ", Range(iova, last), " would split the mapping ",
-                       Range(m.iova, LastIova(m)), "; unmap whole mappings"));
+  absl::MutexLock change(&change_mu_);
+  std::vector<DmaMapRequest> unmapping;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    auto first = mappings_.upper_bound(iova);
+    if (first != mappings_.begin() && LastIova(std::prev(first)->second) >= iova) --first;
+    auto end = mappings_.upper_bound(last);
+    if (first == end) {
+      return absl::NotFoundError(
+          absl::StrCat("UnmapDma: nothing is mapped in ", Range(iova, last)));
+    }
+    for (auto it = first; it != end; ++it) {
+      const DmaMapRequest& m = it->second;
+      if (m.iova < iova || LastIova(m) > last) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("UnmapDma: ", Range(iova, last), " would split the mapping ",
+                         Range(m.iova, LastIova(m)), "; unmap whole mappings"));
+      }
+      unmapping.push_back(m);
     }
   }
   UnmapResult result;
-  for (auto it = first; it != end;) {
-    const uint64_t bytes = it->second.size;
-    auto next = std::next(it);
-    if (absl::Status status = UnmapOne(it); !status.ok()) return status;
-    result.bytes += bytes;
+  for (const DmaMapRequest& m : unmapping) {
+    if (absl::Status status = UnmapOne(m); !status.ok()) return status;
+    result.bytes += m.size;
     ++result.mappings;
-    it = next;
   }
   return result;
 }
 
 void DmaSpace::ReleaseAll() {
-  absl::MutexLock lock(&mu_);
-  for (auto it = mappings_.begin(); it != mappings_.end();) {
-    auto next = std::next(it);
-    if (absl::Status status = UnmapOne(it); !status.ok()) {
+  absl::MutexLock change(&change_mu_);
+  std::vector<DmaMapRequest> mappings;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (const auto& [iova, mapping] : mappings_) mappings.push_back(mapping);
+  }
+  for (const DmaMapRequest& mapping : mappings) {
+    if (absl::Status status = UnmapOne(mapping); !status.ok()) {
       LogError("releasing a DMA mapping failed; its memory stays mapped",
                {{"error", status.ToString()}});
     }
-    it = next;
   }
+  std::vector<std::map<uint64_t, RegisteredMemory>::node_type> released;  // munmapped unlocked
+  absl::MutexLock lock(&mu_);
   for (auto it = memory_.begin(); it != memory_.end();) {
+    auto next = std::next(it);
     if (it->second.dma_mappings == 0) {
       memory_bytes_ -= it->second.mapping.size();
-      it = memory_.erase(it);
-    } else {
-      ++it;
+      released.push_back(memory_.extract(it));
     }
+    it = next;
   }
 }
 
 std::vector<MemoryInfo> DmaSpace::Memory() const {
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);
   std::vector<MemoryInfo> out;
   out.reserve(memory_.size());
   for (const auto& [id, memory] : memory_) {
@@ -345,7 +362,7 @@ std::vector<MemoryInfo> DmaSpace::Memory() const {
 }
 
 std::vector<DmaMapRequest> DmaSpace::Mappings() const {
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);
   std::vector<DmaMapRequest> out;
   out.reserve(mappings_.size());
   for (const auto& [iova, mapping] : mappings_) out.push_back(mapping);

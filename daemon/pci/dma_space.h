@@ -9,8 +9,13 @@
 // Invariant: memory is never unmapped from this process while a backend mapping into it may
 // exist; UnregisterMemory refuses while mapped, and ReleaseAll() unmaps DMA before memory.
 //
-// Thread-safety: all methods are thread-safe; they are serialised by one mutex that is held
-// across backend calls. Blocking: only in the backend's map/unmap and in mmap/munmap.
+// Thread-safety: all methods are thread-safe. The changing ones (RegisterMemory,
+// UnregisterMemory, MapDma, UnmapDma, ReleaseAll) are serialised by one mutex held across
+// backend calls; the state they change has a mutex of its own that is never held across a
+// backend call or a munmap, so the readers (Memory, Mappings: GetState) are not delayed by an
+// unmap in progress (type1 unpinning a large guest's memory takes seconds). Meanwhile they see
+// the mappings being unmapped as still there. Blocking: only in the backend's map/unmap and in
+// mmap/munmap, and the changing methods for each other.
 #ifndef VFIOD_DAEMON_PCI_DMA_SPACE_H_
 #define VFIOD_DAEMON_PCI_DMA_SPACE_H_
 
@@ -111,9 +116,10 @@ class DmaSpace {
   // IOMMU's smallest page; FAILED_PRECONDITION when the IOMMU reports no page size.
   absl::Status CheckIommuAligned(
       absl::string_view op, std::initializer_list<std::pair<const char*, uint64_t>> values) const;
-  absl::Status ValidateMap(const DmaMapRequest& request) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status UnmapOne(std::map<uint64_t, DmaMapRequest>::iterator it)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ValidateMap(const DmaMapRequest& request) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Unmaps `mapping` in the backend (without mu_), then forgets it.
+  absl::Status UnmapOne(const DmaMapRequest& mapping) ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   DeviceBackend* const backend_;
   const uint64_t max_memory_bytes_;
@@ -122,6 +128,9 @@ class DmaSpace {
   const uint64_t iommu_page_size_;   // 0: the IOMMU reports no page size
   const uint64_t host_page_size_;
 
+  // Serialises the changing methods; held across backend calls. Taken before mu_.
+  absl::Mutex change_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  // The state; held briefly, never across a backend call or a munmap.
   mutable absl::Mutex mu_;
   std::map<uint64_t, RegisteredMemory> memory_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, DmaMapRequest> mappings_ ABSL_GUARDED_BY(mu_);  // by iova

@@ -8,10 +8,16 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <string>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "daemon/base/fd_count_for_test.h"
 #include "daemon/base/unique_fd.h"
 #include "daemon/pci/fake_backend.h"
@@ -383,6 +389,56 @@ TEST_F(DmaSpaceTest, MapUnmapLoopLeaksNothing) {
   EXPECT_EQ(CountOpenFds(), fds);
   EXPECT_EQ(CountMappings(), maps);
   EXPECT_EQ(backend_.map_calls(), backend_.unmap_calls());
+}
+
+// A backend whose unmaps wait until the test lets them go, like type1 unpinning a large guest.
+class SlowUnmapBackend : public FakeBackend {
+ public:
+  absl::Status UnmapDma(uint64_t iova, uint64_t size) override {
+    entered_.Notify();
+    release_.WaitForNotification();
+    return FakeBackend::UnmapDma(iova, size);
+  }
+  absl::Notification entered_;
+  absl::Notification release_;
+};
+
+// Runs `read` on a thread (added to `threads`, joined by the caller once the unmap is let go);
+// whether it returned within 5 s.
+bool ReturnsDuringUnmap(std::function<void()> read, std::vector<std::thread>& threads) {
+  auto done = std::make_shared<absl::Notification>();
+  threads.emplace_back([read = std::move(read), done] {
+    read();
+    done->Notify();
+  });
+  return done->WaitForNotificationWithTimeout(absl::Seconds(5));
+}
+
+TEST(DmaSpaceReadersTest, ReadersAreNotDelayedByAnUnmapInTheBackend) {
+  SlowUnmapBackend backend;
+  DeviceLimits limits;
+  DmaSpace dma(&backend, limits);
+  absl::StatusOr<MemoryInfo> memory = dma.RegisterMemory(MakeMemfd(kMiB), 0);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  DmaMapRequest map;
+  map.iova = 0x100000;
+  map.size = kMiB;
+  map.memory_id = memory->id;
+  map.device_read = map.device_write = true;
+  ASSERT_TRUE(dma.MapDma(map).ok());
+
+  std::thread release([&dma] { dma.ReleaseAll(); });  // owner loss
+  backend.entered_.WaitForNotification();
+  std::vector<std::thread> readers;
+  EXPECT_TRUE(ReturnsDuringUnmap([&dma] { EXPECT_EQ(dma.Mappings().size(), 1u); }, readers))
+      << "Mappings() waited for the backend's unmap";
+  EXPECT_TRUE(ReturnsDuringUnmap([&dma] { EXPECT_EQ(dma.Memory().size(), 1u); }, readers))
+      << "Memory() waited for the backend's unmap";
+  backend.release_.Notify();
+  release.join();
+  for (std::thread& reader : readers) reader.join();
+  EXPECT_TRUE(dma.Mappings().empty());
+  EXPECT_TRUE(dma.Memory().empty());
 }
 
 }  // namespace

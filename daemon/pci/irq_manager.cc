@@ -54,6 +54,17 @@ uint64_t MonotonicNowNs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// TRIGGER on vectors [0, count) of `index` (count 0 with kNone: disable the index).
+IrqSet WholeIndexTrigger(IrqIndex index, uint32_t count, IrqSet::Data data) {
+  IrqSet set;
+  set.index = index;
+  set.start = 0;
+  set.count = count;
+  set.action = IrqAction::kTrigger;
+  set.data = data;
+  return set;
+}
+
 std::string Describe(const IrqRequest& r) {
   return absl::StrCat(IrqActionName(r.action), " ", IrqIndexName(r.index), " [", r.start, ", ",
                       uint64_t{r.start} + r.count, ") data ", DataName(r.data));
@@ -422,12 +433,7 @@ void IrqManager::ArmHostRequestLocked() {
   absl::StatusOr<uint64_t> token = AddDaemonFdLocked(IrqIndex::kReq, 0, FdKind::kHostRequest);
   absl::Status status = token.status();
   if (token.ok()) {
-    IrqSet set;
-    set.index = IrqIndex::kReq;
-    set.start = 0;
-    set.count = 1;
-    set.action = IrqAction::kTrigger;
-    set.data = IrqSet::Data::kEventfd;
+    IrqSet set = WholeIndexTrigger(IrqIndex::kReq, 1, IrqSet::Data::kEventfd);
     set.eventfds = {DaemonFdLocked(*token)};
     status = backend_->SetIrqs(set);
     if (status.ok()) {
@@ -449,13 +455,8 @@ void IrqManager::DropHostRequestLocked() {
 
 void IrqManager::DisarmHostRequestLocked() {
   if (host_request_token_ == 0) return;
-  IrqSet set;
-  set.index = IrqIndex::kReq;
-  set.start = 0;
-  set.count = 0;
-  set.action = IrqAction::kTrigger;
-  set.data = IrqSet::Data::kNone;
-  absl::Status status = backend_->SetIrqs(set);
+  absl::Status status =
+      backend_->SetIrqs(WholeIndexTrigger(IrqIndex::kReq, 0, IrqSet::Data::kNone));
   if (!status.ok()) {
     LogWarning("IrqManager: cannot clear the daemon's REQ trigger", {{"error", status.ToString()}});
   }
@@ -613,13 +614,7 @@ absl::Status IrqManager::DisableIndexLocked(IrqIndex which, bool force,
   Index& index = indexes_[Raw(which)];
   absl::Status status;
   if (index.enabled) {
-    IrqSet set;
-    set.index = which;
-    set.start = 0;
-    set.count = 0;
-    set.action = IrqAction::kTrigger;
-    set.data = IrqSet::Data::kNone;
-    status = backend_->SetIrqs(set);
+    status = backend_->SetIrqs(WholeIndexTrigger(which, 0, IrqSet::Data::kNone));
     if (!status.ok()) {
       status = absl::Status(status.code(), absl::StrCat("SetIrqs: disabling ", IrqIndexName(which),
                                                         ": ", status.message()));
