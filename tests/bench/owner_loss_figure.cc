@@ -214,6 +214,7 @@ absl::Status Run() {
 
   std::vector<absl::Duration> before, during;
   absl::Duration longest_overlapping;
+  absl::Time longest_begin;
   int failed = 0;
   for (const Call& call : observer.calls()) {
     if (!call.ok) ++failed;
@@ -221,8 +222,10 @@ absl::Status Run() {
     if (call.begin >= cleanup_begin && call.end <= detached_at) {
       during.push_back(call.end - call.begin);
     }
-    if (call.end > cleanup_begin && call.begin < detached_at) {
-      longest_overlapping = std::max(longest_overlapping, call.end - call.begin);
+    if (call.end > cleanup_begin && call.begin < detached_at &&
+        call.end - call.begin > longest_overlapping) {
+      longest_overlapping = call.end - call.begin;
+      longest_begin = call.begin;
     }
   }
   std::printf(
@@ -244,6 +247,19 @@ absl::Status Run() {
       Ms(Median(during)), Ms(Median(before)), Ms(longest_overlapping), failed,
       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
   std::printf("owner_loss_figure: vfiod's line: %s\n", detached.c_str());
+  std::printf(
+      "owner_loss_figure: the longest overlapping call began at %+.1f ms into the cleanup\n",
+      Ms(longest_begin - cleanup_begin));
+  // The cleanup's stages, with --log-level=debug (daemon/base/owner_cleanup.cc).
+  for (absl::string_view line : absl::StrSplit(ReadAll(log_path), '\n')) {
+    absl::Time at;
+    if (!absl::StrContains(line, "msg=\"owner cleanup\"") ||
+        !absl::ParseTime("%Y-%m-%dT%H:%M:%E*SZ", Field(line, "ts"), &at, &error)) {
+      continue;
+    }
+    std::printf("owner_loss_figure: %+9.1f ms stage %s\n", Ms(at - cleanup_begin),
+                std::string(line.substr(line.find("step="))).c_str());
+  }
   return absl::OkStatus();
 }
 

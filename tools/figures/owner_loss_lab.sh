@@ -17,4 +17,4 @@ exec tools/lab/lab.sh run --timeout "${LAB_TIMEOUT:-600}" --mem "${LAB_MEM:-3072
   --add "$bin/daemon/vfiod:/figure/vfiod" \
   --add "$bin/tests/bench/owner_loss_figure:/figure/owner_loss_figure" \
   -- sh -c "/figure/owner_loss_figure --vfiod=/figure/vfiod --device=\$LAB_EDU --size=$size \
-    --vfiod_args=--max-dma-bytes=$((size + (1 << 30)))"
+    --vfiod_args=--max-dma-bytes=$((size + (1 << 30))),--log-level=debug"
