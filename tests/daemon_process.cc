@@ -6,24 +6,23 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <iterator>
-#include <mutex>
 #include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/fd_channel_client.h"
 #include "daemon/base/sanitizers.h"
-#include "grpcpp/generic/generic_stub.h"
-#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 
 extern char** environ;
@@ -31,31 +30,22 @@ extern char** environ;
 namespace vfiod::testing {
 namespace {
 
-// True once the daemon answers a grpc.health.v1 Check: the socket alone accepts connections
-// before the daemon serves (it is bound before the jail forks the serving process).
+// True once the daemon serves: its fd channel greets a new connection, which the transport's
+// event thread starts doing only after the gRPC server has started. The socket alone accepts
+// connections before that (it is bound before the jail forks the serving process). The probe
+// is closed at once, unbound, and leaves no session: a gRPC probe stayed a session for as long
+// as gRPC's client library kept its connection, which tests that count sessions saw.
 bool Serves(const std::string& path) {
-  std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateChannel("unix:" + path, grpc::InsecureChannelCredentials());
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
-  grpc::Slice empty_request("");  // an empty HealthCheckRequest: the server's overall health
-  grpc::ByteBuffer request(&empty_request, 1);
-  grpc::ByteBuffer response;
-  std::mutex mu;
-  std::condition_variable done_cv;
-  bool done = false;
-  grpc::Status status;
-  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
-                 [&](grpc::Status result) {
-                   std::lock_guard<std::mutex> lock(mu);
-                   status = result;
-                   done = true;
-                   done_cv.notify_one();
-                 });
-  std::unique_lock<std::mutex> lock(mu);
-  done_cv.wait(lock, [&] { return done; });
-  return status.ok();
+  UniqueFd socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  struct sockaddr_un address = {};
+  address.sun_family = AF_UNIX;
+  const std::string fd_path = path + ".fds";
+  if (!socket.valid() || fd_path.size() >= sizeof(address.sun_path)) return false;
+  std::memcpy(address.sun_path, fd_path.c_str(), fd_path.size() + 1);
+  if (::connect(socket.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    return false;
+  }
+  return client::FdChannelClient::Open(std::move(socket), absl::Milliseconds(500)).ok();
 }
 
 // Why this host cannot give vfiod's jail its namespaces, or "" when it can: the namespaces the
