@@ -1,27 +1,20 @@
 #include "daemon/service/call_admission.h"
 
-#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 
 namespace vfiod {
 
-CallAdmission::CallAdmission(CallAdmissionOptions options) : options_(options) {
-  const uint32_t threads = std::max<uint32_t>(options_.observer_threads, 1);
-  for (uint32_t i = 0; i < threads; ++i) {
-    observer_threads_.emplace_back([this] { ObserverLoop(); });
-  }
+CallAdmission::CallAdmission(CallAdmissionOptions options)
+    : options_(options), observer_threads_(static_cast<int>(options.observer_threads)) {
+  observer_threads_.Start();
   owner_worker_.Start();
   setup_worker_.Start();
 }
 
 CallAdmission::~CallAdmission() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  for (std::thread& thread : observer_threads_) thread.join();
+  observer_threads_.Stop();
   owner_worker_.Stop();
   setup_worker_.Stop();
 }
@@ -78,31 +71,11 @@ absl::Status CallAdmission::Admit(ConnectionId connection, CallLane lane,
     case CallLane::kSetup:
       setup_worker_.Post(std::move(run));
       break;
-    case CallLane::kObserver: {
-      absl::MutexLock lock(&mu_);
-      observer_queue_.push_back(std::move(run));
+    case CallLane::kObserver:
+      observer_threads_.Post(std::move(run));
       break;
-    }
   }
   return absl::OkStatus();
-}
-
-void CallAdmission::ObserverLoop() {
-  while (true) {
-    std::function<void()> work;
-    {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](CallAdmission* self) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return !self->observer_queue_.empty() || self->stopping_;
-          },
-          this));
-      if (observer_queue_.empty()) return;  // stopping, and nothing left
-      work = std::move(observer_queue_.front());
-      observer_queue_.pop_front();
-    }
-    work();
-  }
 }
 
 CallAdmission::Counts CallAdmission::GetCounts() const {

@@ -25,17 +25,14 @@
 #define VFIOD_DAEMON_SERVICE_CALL_ADMISSION_H_
 
 #include <cstdint>
-#include <deque>
 #include <functional>
-#include <thread>
-#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "daemon/base/serial_worker.h"
+#include "daemon/base/worker_threads.h"
 #include "daemon/transport/connection_registry.h"
 
 namespace vfiod {
@@ -70,18 +67,15 @@ class CallAdmission {
  private:
   absl::Status Reserve(ConnectionId connection, CallLane lane, absl::string_view operation);
   void Release(ConnectionId connection, CallLane lane);
-  void ObserverLoop();
 
   const CallAdmissionOptions options_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<ConnectionId, uint32_t> per_connection_ ABSL_GUARDED_BY(mu_);
   uint32_t observer_calls_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t refused_ ABSL_GUARDED_BY(mu_) = 0;
-  std::deque<std::function<void()>> observer_queue_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> observer_threads_;
-  SerialWorker owner_worker_;
-  SerialWorker setup_worker_;
+  WorkerThreads observer_threads_;
+  WorkerThreads owner_worker_;
+  WorkerThreads setup_worker_;
 };
 
 }  // namespace vfiod

@@ -25,7 +25,7 @@
 #include "daemon/base/errno_status.h"
 #include "daemon/base/logging.h"
 #include "daemon/base/random.h"
-#include "daemon/base/serial_worker.h"
+#include "daemon/base/worker_threads.h"
 #include "daemon/base/status_macros.h"
 #include "daemon/transport/fd_channel_server.h"
 #include "daemon/transport/http2_preface.h"
@@ -202,7 +202,7 @@ class TransportImpl final : public Transport {
   std::atomic<std::thread::id> event_thread_id_{};
   // OnConnectionClosed and OnFdChannelClosed run here, in order: an owner's loss may take long
   // (unpinning its DMA memory) and must not stall the event loop that serves everyone else.
-  SerialWorker closes_;
+  WorkerThreads closes_;
   grpc::Server* server_ = nullptr;               // written before the event thread starts
   PeerCredentialSource* credentials_ = nullptr;  // likewise
 

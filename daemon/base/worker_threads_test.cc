@@ -1,17 +1,18 @@
-#include "daemon/base/serial_worker.h"
+#include "daemon/base/worker_threads.h"
 
 #include <atomic>
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 
 namespace vfiod {
 namespace {
 
-TEST(SerialWorkerTest, RunsInOrderOnItsOwnThreadAndStopRunsWhatWasPosted) {
-  SerialWorker worker;
+TEST(WorkerThreadsTest, RunsInOrderOnItsOwnThreadAndStopRunsWhatWasPosted) {
+  WorkerThreads worker;
   worker.Start();
   std::vector<int> order;
   std::atomic<bool> other_thread{true};
@@ -28,8 +29,8 @@ TEST(SerialWorkerTest, RunsInOrderOnItsOwnThreadAndStopRunsWhatWasPosted) {
   EXPECT_TRUE(other_thread);
 }
 
-TEST(SerialWorkerTest, PostDoesNotWaitForSlowWork) {
-  SerialWorker worker;
+TEST(WorkerThreadsTest, PostDoesNotWaitForSlowWork) {
+  WorkerThreads worker;
   worker.Start();
   absl::Notification release;
   absl::Notification second_ran;
@@ -42,8 +43,8 @@ TEST(SerialWorkerTest, PostDoesNotWaitForSlowWork) {
   EXPECT_TRUE(second_ran.HasBeenNotified());
 }
 
-TEST(SerialWorkerTest, WorkOutsideStartAndStopRunsAtOnce) {
-  SerialWorker worker;
+TEST(WorkerThreadsTest, WorkOutsideStartAndStopRunsAtOnce) {
+  WorkerThreads worker;
   bool ran = false;
   worker.Post([&] { ran = true; });
   EXPECT_TRUE(ran) << "before Start";
@@ -52,6 +53,29 @@ TEST(SerialWorkerTest, WorkOutsideStartAndStopRunsAtOnce) {
   ran = false;
   worker.Post([&] { ran = true; });
   EXPECT_TRUE(ran) << "after Stop";
+}
+
+TEST(WorkerThreadsTest, SeveralThreadsRunItemsAtOnceAndStopRunsEverything) {
+  WorkerThreads workers(3);
+  workers.Start();
+  // Three items that each wait for the other two: only three threads at once get them all done.
+  absl::Mutex mu;
+  int arrived = 0;
+  std::atomic<int> done{0};
+  for (int i = 0; i < 3; ++i) {
+    workers.Post([&] {
+      absl::MutexLock lock(&mu);
+      ++arrived;
+      mu.Await(absl::Condition(
+          +[](int* n) { return *n == 3; }, &arrived));
+      ++done;
+    });
+  }
+  workers.Drain();
+  EXPECT_EQ(done.load(), 3);
+  for (int i = 0; i < 50; ++i) workers.Post([&] { ++done; });
+  workers.Stop();
+  EXPECT_EQ(done.load(), 53);
 }
 
 }  // namespace

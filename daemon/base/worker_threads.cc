@@ -1,17 +1,17 @@
-#include "daemon/base/serial_worker.h"
+#include "daemon/base/worker_threads.h"
 
 #include <utility>
 
 namespace vfiod {
 
-void SerialWorker::Start() {
+void WorkerThreads::Start() {
   absl::MutexLock lock(&mu_);
   if (running_ || stopping_) return;
   running_ = true;
-  thread_ = std::thread([this] { Run(); });
+  for (int i = 0; i < count_; ++i) threads_.emplace_back([this] { Run(); });
 }
 
-void SerialWorker::Post(std::function<void()> work) {
+void WorkerThreads::Post(std::function<void()> work) {
   {
     absl::MutexLock lock(&mu_);
     if (running_ && !stopping_) {
@@ -22,46 +22,42 @@ void SerialWorker::Post(std::function<void()> work) {
   work();
 }
 
-void SerialWorker::Run() {
+void WorkerThreads::Run() {
   while (true) {
     std::function<void()> work;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](SerialWorker* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return !w->queue_.empty() || w->stopping_;
-          },
+          +[](WorkerThreads* w)
+               ABSL_NO_THREAD_SAFETY_ANALYSIS { return !w->queue_.empty() || w->stopping_; },
           this));
       if (queue_.empty()) return;  // stopping, and nothing left
       work = std::move(queue_.front());
       queue_.pop_front();
-      busy_ = true;
+      ++busy_;
     }
     work();
     absl::MutexLock lock(&mu_);
-    busy_ = false;
+    --busy_;
   }
 }
 
-void SerialWorker::Drain() {
+void WorkerThreads::Drain() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
-      +[](SerialWorker* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        return w->queue_.empty() && !w->busy_;
-      },
+      +[](WorkerThreads* w)
+           ABSL_NO_THREAD_SAFETY_ANALYSIS { return w->queue_.empty() && w->busy_ == 0; },
       this));
 }
 
-void SerialWorker::Stop() {
+void WorkerThreads::Stop() {
   {
     absl::MutexLock lock(&mu_);
-    if (!running_) {
-      stopping_ = true;
-      return;
-    }
     stopping_ = true;
+    if (!running_) return;
   }
-  if (thread_.joinable()) thread_.join();
+  for (std::thread& thread : threads_) thread.join();
+  threads_.clear();
   absl::MutexLock lock(&mu_);
   running_ = false;
 }
