@@ -6,6 +6,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/alarm.h"
 
 namespace vfiod {
 namespace {
@@ -26,6 +29,21 @@ bool OwnerCallMayBlock(Method method) {
     default:
       return false;
   }
+}
+
+// A call refused for capacity is answered this much later. A client that floods calls past its
+// limits then waits with its streams open (HTTP/2 bounds them per connection) instead of
+// having its next call refused at once: its refusals cannot keep gRPC's threads, which run the
+// owner's calls, busy.
+constexpr absl::Duration kRefusalDelay = absl::Milliseconds(20);
+
+void FinishAfterRefusalDelay(grpc::ServerUnaryReactor* reactor, grpc::Status status) {
+  auto* alarm = new grpc::Alarm();
+  alarm->Set(absl::ToChronoTime(absl::Now() + kRefusalDelay),
+             [alarm, reactor, status = std::move(status)](bool) {
+               reactor->Finish(status);
+               delete alarm;  // the alarm's state lives until this callback returns
+             });
 }
 
 CallLane LaneFor(Method method, bool owner) {
@@ -118,7 +136,7 @@ grpc::ServerUnaryReactor* VfioDeviceCallbacks::Unary(grpc::CallbackServerContext
   absl::Status admitted =
       admission_->Admit(*connection, lane, VfioDeviceService::MethodName(method),
                         [reactor, handler = std::move(handler)] { reactor->Finish(handler()); });
-  if (!admitted.ok()) reactor->Finish(service_->Finish(method, admitted));
+  if (!admitted.ok()) FinishAfterRefusalDelay(reactor, service_->Finish(method, admitted));
   return reactor;
 }
 

@@ -1,8 +1,9 @@
 // VfioDeviceCallbacks: service vfiod.v1.VfioDevice on gRPC's callback API.
 //
 // Each unary call is admitted to a lane (call_admission.h) by its caller's role and method, and
-// runs VfioDeviceService's handler there; a call refused for capacity is answered at once with
-// RESOURCE_EXHAUSTED and counted under its method. Nothing blocks gRPC's own threads except the
+// runs VfioDeviceService's handler there; a call refused for capacity is counted under its
+// method and answered RESOURCE_EXHAUSTED 20 ms later (a flood of refused calls then costs the
+// daemon little). Nothing blocks gRPC's own threads except the
 // owner's short calls, so a client that floods calls, or stops reading its responses (an
 // HTTP/2 window of 0), holds no thread the owner needs: with the callback API a finished call
 // whose response cannot be sent yet holds only its buffers.
@@ -86,7 +87,7 @@ class VfioDeviceCallbacks final : public v1::VfioDevice::CallbackService {
  private:
   using Method = VfioDeviceService::Method;
   // Admits the call and runs `handler` (which calls the VfioDeviceService handler) in its lane;
-  // the reactor finishes with the handler's status, or at once with the refusal.
+  // the reactor finishes with the handler's status, or with the refusal after the refusal delay.
   grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, Method method,
                                   std::function<grpc::Status()> handler);
 
