@@ -6,8 +6,6 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "client/fd_channel_client.h"
 #include "daemon/base/sanitizers.h"
+#include "daemon/transport/unix_socket.h"
 #include "gtest/gtest.h"
 
 extern char** environ;
@@ -36,16 +35,9 @@ namespace {
 // is closed at once, unbound, and leaves no session: a gRPC probe stayed a session for as long
 // as gRPC's client library kept its connection, which tests that count sessions saw.
 bool Serves(const std::string& path) {
-  UniqueFd socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  struct sockaddr_un address = {};
-  address.sun_family = AF_UNIX;
-  const std::string fd_path = path + ".fds";
-  if (!socket.valid() || fd_path.size() >= sizeof(address.sun_path)) return false;
-  std::memcpy(address.sun_path, fd_path.c_str(), fd_path.size() + 1);
-  if (::connect(socket.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    return false;
-  }
-  return client::FdChannelClient::Open(std::move(socket), absl::Milliseconds(500)).ok();
+  absl::StatusOr<UniqueFd> socket = ConnectUnixSocket(path + ".fds", UnixSocketKind::kSeqPacket);
+  if (!socket.ok()) return false;
+  return client::FdChannelClient::Open(*std::move(socket), absl::Milliseconds(500)).ok();
 }
 
 // Why this host cannot give vfiod's jail its namespaces, or "" when it can: the namespaces the

@@ -8,25 +8,10 @@ daemon's fds, threads and RSS before and after each round.
   bazel-bin/daemon/vfiod --device=sim:edu --listen=/tmp/ch.sock --vfio-user=/tmp/ch.vfu &
   tools/figures/churn.py /tmp/ch.vfu /tmp/ch.sock bazel-bin/client/vfioctl 1000
 """
-import socket, struct, os, fcntl, sys, time, subprocess, glob
+import socket, struct, os, fcntl, sys, time, subprocess
+from serving_daemon import serving_pid, stats
 vfu, grpc_sock, vfioctl, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-def serving_pid():
-    # the jailed daemon: the child of the launcher whose cmdline mentions the socket
-    for p in glob.glob('/proc/[0-9]*/cmdline'):
-        try:
-            c=open(p,'rb').read()
-        except Exception: continue
-        if vfu.encode() in c:
-            pid=p.split('/')[2]
-            kids=open(f'/proc/{pid}/task/{pid}/children').read().split()
-            if kids: return kids[0]
-def stats(pid):
-    fds=len(os.listdir(f'/proc/{pid}/fd'))
-    st=open(f'/proc/{pid}/status').read()
-    rss=[l for l in st.splitlines() if l.startswith('VmRSS')][0].split()[1]
-    thr=[l for l in st.splitlines() if l.startswith('Threads')][0].split()[1]
-    return fds,int(thr),int(rss)
-pid=serving_pid()
+pid=serving_pid(vfu)
 print("daemon", pid, "before: fds, threads, RSS kB =", stats(pid))
 def session():
     s=socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.connect(vfu)

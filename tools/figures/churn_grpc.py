@@ -9,30 +9,11 @@ RSS before and after each round; a plateau shows nothing accumulates.
   bazel-bin/daemon/vfiod --device=sim:edu --listen=/tmp/chg.sock &
   tools/figures/churn_grpc.py /tmp/chg.sock bazel-bin/tests/owner_process bazel-bin/client/vfioctl 1000
 """
-import glob, os, signal, subprocess, sys, time
+import signal, subprocess, sys, time
+
+from serving_daemon import serving_pid, stats
 
 sock, owner_bin, vfioctl, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-
-
-def serving_pid():
-    # the jailed daemon: the child of the launcher whose command line names the socket
-    for p in glob.glob('/proc/[0-9]*/cmdline'):
-        try:
-            c = open(p, 'rb').read()
-        except OSError:
-            continue
-        if b'vfiod' in c and sock.encode() in c:
-            pid = p.split('/')[2]
-            kids = open(f'/proc/{pid}/task/{pid}/children').read().split()
-            if kids:
-                return kids[0]
-
-
-def stats(pid):
-    fds = len(os.listdir(f'/proc/{pid}/fd'))
-    st = open(f'/proc/{pid}/status').read().splitlines()
-    field = lambda name: int([l for l in st if l.startswith(name)][0].split()[1])
-    return fds, field('Threads'), field('VmRSS')
 
 
 def owners(count):
@@ -50,7 +31,7 @@ def owners(count):
     return failed
 
 
-pid = serving_pid()
+pid = serving_pid(sock)
 print('daemon', pid, 'before: fds, threads, RSS kB =', stats(pid))
 t = time.time()
 bad = owners(n)
